@@ -1,0 +1,33 @@
+"""Build the docs without Quarto: nbdev's own notebook processing, then `jupyter nbconvert`.
+
+Where Quarto is installed, `make docs` runs `nbdev-docs` instead (the full Quarto site). Here,
+`nbdev.serve.proc_nbs` (the function behind `nbdev-proc-nbs`, called directly because the CLI tries
+to install Quarto) applies nbdev's processors (hidden cells dropped, `show_doc` rendered, directives
+stripped) into `_proc/`, and each processed notebook is rendered to `_docs/<name>.html`.
+`--readme-only` writes README.md from the processed `index.ipynb` as Markdown.
+"""
+import sys, shutil, subprocess
+from pathlib import Path
+
+def main(readme_only=False):
+    from nbdev.config import get_config
+    from nbdev.serve import proc_nbs
+    cfg = get_config()
+    root = cfg.config_path
+    proc = Path(proc_nbs(n_workers=0))
+    bin_ = Path(sys.executable).parent
+    index = proc/'index.ipynb'
+    # README.md: the processed index as Markdown (what nbdev-readme does through Quarto)
+    subprocess.run([str(bin_/'jupyter'), 'nbconvert', '--to', 'markdown', '--log-level', 'WARN',
+                    '--output-dir', str(root), '--output', 'README', str(index)], check=True)
+    print(f"docs: wrote {root/'README.md'}")
+    if readme_only: return
+    out = root/'_docs'; out.mkdir(exist_ok=True)
+    nbs = sorted(proc.glob('*.ipynb'))
+    subprocess.run([str(bin_/'jupyter'), 'nbconvert', '--to', 'html', '--log-level', 'WARN',
+                    '--output-dir', str(out), *map(str, nbs)], check=True)
+    for f in ('styles.css',):
+        if (proc/f).exists(): shutil.copy(proc/f, out/f)
+    print(f"docs: rendered {len(nbs)} pages into {out}/ (open {out/'index.html'})")
+
+if __name__ == '__main__': main(readme_only='--readme-only' in sys.argv)
