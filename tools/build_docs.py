@@ -9,6 +9,16 @@ stripped) into `_proc/`, and each processed notebook is rendered to `_docs/<name
 import sys, shutil, subprocess
 from pathlib import Path
 
+def _title_from_frontmatter(md:Path):
+    "Replace the YAML front matter nbdev's processing leaves with the `# title` and `> description` lines nbdev-readme writes"
+    import yaml
+    txt = md.read_text()
+    if not txt.startswith('---'): return
+    _, fm, body = txt.split('---', 2)
+    meta = yaml.safe_load(fm) or {}
+    head = f"# {meta.get('title', '')}\n\n" + (f"> {meta['description']}\n" if meta.get('description') else '')
+    md.write_text(head + '\n' + body.lstrip('\n'))
+
 def main(readme_only=False):
     from nbdev.config import get_config
     from nbdev.serve import proc_nbs
@@ -20,6 +30,7 @@ def main(readme_only=False):
     # README.md: the processed index as Markdown (what nbdev-readme does through Quarto)
     subprocess.run([str(bin_/'jupyter'), 'nbconvert', '--to', 'markdown', '--log-level', 'WARN',
                     '--output-dir', str(root), '--output', 'README', str(index)], check=True)
+    _title_from_frontmatter(root/'README.md')
     print(f"docs: wrote {root/'README.md'}")
     if readme_only: return
     out = root/'_docs'; out.mkdir(exist_ok=True)
