@@ -306,3 +306,20 @@ def test_phantom_default_is_learnable_and_hardest_is_not():
     "50 labeled images per class: a small CNN separates the classes at the default difficulty, not at the hardest"
     assert _small_cnn_val_auc(0.3) >= 0.9
     assert _small_cnn_val_auc(1.0) < 0.9
+
+def test_download_only_when_asked_and_checked(tmp_path, monkeypatch):
+    "A download (here from a file:// URL) lands atomically and is MD5-checked; a failed one leaves nothing behind"
+    src = fake_npz(tmp_path/'src.npz', 'breastmnist')
+    info = dict(INFO['breastmnist'], url=src.as_uri(), MD5=mm.file_md5(src))
+    monkeypatch.setattr(mm, '_info', lambda flag: info)
+    root = tmp_path/'root'
+    with pytest.raises(MtlsynError, match='not found'): load_benchmark('breastmnist', root=root)
+    sp = load_benchmark('breastmnist', budget=2, root=root, download=True)
+    assert (root/'breastmnist.npz').exists() and sp.record['source_md5'] == info['MD5']
+    (root/'breastmnist.npz').unlink()
+    info['MD5'] = '0'*32
+    with pytest.raises(MtlsynError, match='MD5 mismatch'): load_benchmark('breastmnist', root=root, download=True)
+    info['url'] = (tmp_path/'gone.npz').as_uri()
+    with pytest.raises(MtlsynError, match='downloading breastmnist.npz failed') as e: load_benchmark('breastmnist', root=root, download=True)
+    assert str(root) in str(e.value) and info['url'] in str(e.value)
+    assert list(root.iterdir()) == []
