@@ -323,3 +323,9 @@ def test_download_only_when_asked_and_checked(tmp_path, monkeypatch):
     with pytest.raises(MtlsynError, match='downloading breastmnist.npz failed') as e: load_benchmark('breastmnist', root=root, download=True)
     assert str(root) in str(e.value) and info['url'] in str(e.value)
     assert list(root.iterdir()) == []
+
+def test_pool_that_does_not_fit_the_benchmark_is_refused(phantom_split):
+    small = SyntheticPool(np.zeros((4, 14, 14, 1), np.uint8), np.zeros(4, np.int64), ['x']*4)
+    with pytest.raises(MtlsynError, match='benchmark'): dataloaders(phantom_split, small, ratio=1.0, device='cpu')
+    masks3 = SyntheticPool(np.zeros((4, 28, 28, 1), np.uint8), np.zeros(4, np.int64), ['x']*4, np.zeros((4, 3, 28, 28), np.uint8))
+    with pytest.raises(MtlsynError, match='channels'): dataloaders(phantom_split, masks3, ratio=1.0, device='cpu')
