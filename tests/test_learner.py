@@ -1,0 +1,77 @@
+"mtl_learner end to end: phantoms with four tasks, per-task metrics, model selection on val, bf16, schedules, errors"
+import math
+import numpy as np, pytest, torch
+from mtlsyn.core import set_seed, MtlsynError
+from mtlsyn.learner import mtl_learner, toy_dls, fit_pretrain_finetune, MTLLearner
+from mtlsyn.model.vlm import build_vlm
+
+torch.set_num_threads(1)
+
+@pytest.fixture(scope='module')
+def phantom_dls():
+    from mtlsyn.data.medmnist import load_benchmark
+    from mtlsyn.data.loaders import dataloaders
+    split = load_benchmark('phantom', n_train=96, n_val=48, n_test=48)
+    return dataloaders(split, bs=32, device='cpu')
+
+TASKS = ('classify','contrastive','reconstruct','segment')
+
+def test_four_task_phantom_run_records_every_task_metric(phantom_dls):
+    set_seed(0)
+    model = build_vlm('small-cnn', 'minilm', TASKS, info=phantom_dls.info)
+    learn = mtl_learner(phantom_dls, model, 'equal', lr=3e-3)
+    with learn.no_bar(), learn.no_logging(): learn.fit(3)
+    names = list(learn.recorder.metric_names)
+    assert names[3:-1] == ['classify_auc','classify_acc','contrastive_r1','reconstruct_mse','segment_dice']
+    vals = np.array([[float(x) for x in v] for v in learn.recorder.values])
+    assert np.isfinite(vals).all() and vals[-1, 0] < vals[0, 0]          # train loss falls
+    assert learn.recorder.values[-1][names.index('reconstruct_mse')-1] < learn.recorder.values[0][names.index('reconstruct_mse')-1]
+    assert set(learn.task_losses) == set(TASKS) and set(learn.task_weights) == set(TASKS)
+    assert len(learn.mtl.history) == 3*len(phantom_dls.train)               # weights logged every step
+    test = learn.evaluate(phantom_dls.test)
+    assert set(test) == {'classify_auc','classify_acc','contrastive_r1','reconstruct_mse','segment_dice','loss'}
+    assert 0 <= test['segment_dice'] <= 1 and 0 <= test['contrastive_r1'] <= 1
+
+def test_the_best_val_epoch_is_restored(phantom_dls):
+    set_seed(1)
+    model = build_vlm('small-cnn', None, ('classify',), info=phantom_dls.info)
+    learn = mtl_learner(phantom_dls, model, lr=1e-2)
+    with learn.no_bar(), learn.no_logging(): learn.fit(4)
+    aucs = [float(v[2]) for v in learn.recorder.values]
+    assert learn.best_epoch == int(np.argmax(aucs)) and learn.best_value == pytest.approx(max(aucs))
+    assert learn.evaluate()['classify_auc'] == pytest.approx(max(aucs), abs=1e-6)   # the weights now in the model are the best epoch's
+    assert learn.monitor == 'classify_auc'
+
+def test_bf16_autocast_trains_dict_outputs_like_fp32():
+    res = {}
+    for prec in ('fp32', 'bf16'):
+        set_seed(0); dls = toy_dls(n_train=64, n_valid=32)
+        learn = mtl_learner(dls, build_vlm('small-cnn', None, ('classify','segment'), info=dls.info), lr=3e-3, precision=prec)
+        with learn.no_bar(), learn.no_logging(): learn.fit(4)
+        res[prec] = learn.evaluate()
+    assert res['bf16']['classify_auc'] > 0.9 and abs(res['bf16']['segment_dice'] - res['fp32']['segment_dice']) < 0.15
+
+def test_early_stopping_on_val_and_lower_is_better_monitors():
+    set_seed(0); dls = toy_dls(n_train=32, n_valid=16)
+    learn = mtl_learner(dls, build_vlm('small-cnn', None, ('reconstruct',), info=dls.info), lr=0., patience=1)
+    with learn.no_bar(), learn.no_logging(): learn.fit(10)
+    assert len(learn.recorder.values) == 2                    # lr 0: no improvement after the first epoch, stop after patience 1
+    assert learn.monitor == 'reconstruct_mse'
+
+def test_synthetic_pretrain_then_real_finetune():
+    set_seed(0); real, syn = toy_dls(n_train=32, n_valid=32, seed=0), toy_dls(n_train=64, n_valid=16, seed=9)
+    learn = mtl_learner(real, build_vlm('small-cnn', None, ('classify',), info=real.info), lr=3e-3)
+    with learn.no_bar(), learn.no_logging(): fit_pretrain_finetune(learn, syn, 2, 2)
+    assert [len(v) for v in learn.stage_values.values()] == [2, 2]
+    assert learn.dls is real and learn.best_epoch in (0, 1)   # selection happened in fine-tuning, on the real val set
+    assert learn.evaluate()['classify_auc'] > 0.8
+
+def test_learner_user_errors():
+    dls = toy_dls(n_train=16, n_valid=16)
+    m = build_vlm('small-cnn', None, ('classify',), info=dls.info)
+    with pytest.raises(MtlsynError, match='precision'): mtl_learner(dls, m, precision='fp8')
+    with pytest.raises(MtlsynError, match='choose one of'): mtl_learner(dls, m, 'uncertainity')
+    learn = mtl_learner(dls, m, precision='fp16')
+    if not torch.cuda.is_available():
+        with pytest.raises(MtlsynError, match='GPU'):
+            with learn.no_bar(), learn.no_logging(): learn.fit(1)
