@@ -11,7 +11,7 @@ def _run(*args, env=None):
 
 def test_cli_mixup_phantom_writes_pool_grid_quality(tmp_path):
     out = tmp_path/'mix'
-    r = _run('phantom', '--generator', 'mixup', '--n', 40, '--budget', 20, '--out', out, '--json')
+    r = _run('phantom', '--generator', 'mixup', '--n', 40, '--budget', 20, '--max-ref', 100, '--fid-size', 64, '--out', out, '--json')
     assert r.returncode == 0, r.stderr
     q = json.loads(r.stdout)
     assert sorted(p.name for p in out.iterdir()) == ['grid.png', 'pool.json', 'pool.npz', 'quality.json']
@@ -20,7 +20,7 @@ def test_cli_mixup_phantom_writes_pool_grid_quality(tmp_path):
     assert q['n'] == 40 and q['fid'] > 0 and q['fid_real_floor'] > 0
 
 def test_cli_tiny_diffusion_on_breastmnist_same_seed_same_pool(medmnist_root, tmp_path):
-    args = ['breastmnist', '--generator', 'diffusion', '--n', 20, '--budget', 20, '--config', '{"config": "tiny"}', '--json']
+    args = ['breastmnist', '--generator', 'diffusion', '--n', 20, '--budget', 20, '--config', '{"config": "tiny"}', '--fid-size', 64, '--json']
     r1 = _run(*args, '--out', tmp_path/'a', env={'MEDMNIST_ROOT': str(medmnist_root)})
     assert r1.returncode == 0, r1.stderr
     r2 = _run(*args, '--out', tmp_path/'b', '--no-cache', env={'MEDMNIST_ROOT': str(medmnist_root)})
