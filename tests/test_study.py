@@ -1,0 +1,112 @@
+"The study runner end to end, as a user runs it: the CLI, resuming, bad input, sharding and the report"
+import json, os, subprocess, sys
+from pathlib import Path
+import pytest, yaml
+
+BIN = Path(sys.executable).parent
+REQUIRED = ['run_id', 'status', 'seed', 'cfg_tasks', 'split_sha256', 'val_classify_auc', 'test_classify_auc',
+            'conv_classify_epoch_to_target', 'conv_classify_aulc', 'best_epoch', 'mem_peak_rss_mb', 'mem_params_mb',
+            'thr_img_per_s', 'time_fit_s', 'env_torch', 'env_device', 'env_cpu', 'git_rev']
+
+TINY = dict(name='tiny', benchmark='phantom', size=28, budget=8,
+            benchmark_kwargs=dict(n_train=120, n_val=60, n_test=60),
+            image_encoder='small-cnn', text_encoder='minilm', epochs=2, bs=16, lr=0.003, seeds=[0],
+            grid=dict(tasks=[['classify'], ['classify', 'contrastive']]))
+
+def _cli(*args, cwd=None):
+    return subprocess.run([str(BIN/'mtlsyn-study'), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+def _records(p): return [json.loads(l) for l in Path(p).read_text().splitlines() if l.strip()]
+
+@pytest.fixture(scope='module')
+def tiny_study(tmp_path_factory):
+    d = tmp_path_factory.mktemp('study')
+    cfg = d/'tiny.yaml'; cfg.write_text(yaml.safe_dump(TINY))
+    r = _cli(cfg, '--out', d/'out')
+    return d, cfg, r
+
+def test_cli_writes_one_flat_record_per_run_and_prints_the_table(tiny_study):
+    d, cfg, r = tiny_study
+    assert r.returncode == 0, r.stderr[-3000:]
+    recs = _records(d/'out'/'results.jsonl')
+    assert len(recs) == 2 and {x['status'] for x in recs} == {'ok'}
+    for rec in recs:
+        missing = [k for k in REQUIRED if k not in rec]
+        assert not missing, f'record lacks {missing}'
+        assert all(not isinstance(v, (dict, list)) for v in rec.values()), 'records must be flat'
+        assert 0 <= rec['val_classify_auc'] <= 1 and rec['mem_peak_rss_mb'] > 0 and rec['time_fit_s'] > 0
+        assert (d/'out'/'runs'/rec['run_id']/'curves.json').exists()
+        assert (d/'out'/'runs'/rec['run_id']/'split.json').exists()
+    assert {x['cfg_tasks'] for x in recs} == {'classify', 'classify+contrastive'}
+    assert recs[0]['split_sha256'] == recs[1]['split_sha256'], 'same seed and budget must give the same images'
+    assert 'contrastive_r1' in ''.join(recs[1]), 'the multi-task run records its contrastive metric'
+    assert 'val_classify_auc' in r.stdout and 'tasks=classify+contrastive' in r.stdout
+
+def test_rerun_skips_recorded_runs(tiny_study):
+    d, cfg, _ = tiny_study
+    r = _cli(cfg, '--out', d/'out')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert '2 of 2 runs already' in r.stdout
+    assert len(_records(d/'out'/'results.jsonl')) == 2
+
+def test_report_from_the_study_folder(tiny_study):
+    d, _, _ = tiny_study
+    r = subprocess.run([str(BIN/'mtlsyn-report'), str(d/'out')], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    md = (d/'out'/'report.md').read_text()
+    assert 'Paired differences' in md and (d/'out'/'curves.png').stat().st_size > 1000
+
+@pytest.mark.parametrize('text,msg', [
+    ('epochz: 3\n', "unknown key 'epochz'"),
+    ('grid: {tasks: classify}\n', 'needs a non-empty list'),
+    ('weighting: nope\n', "unknown weighting 'nope'"),
+    ('image_encoder: nope\n', "unknown image encoder 'nope'"),
+    ('seeds: [a]\n', 'must be a list of integers'),
+])
+def test_bad_config_is_one_line_error_and_writes_nothing(tmp_path, text, msg):
+    cfg = tmp_path/'bad.yaml'; cfg.write_text(text)
+    r = _cli(cfg, '--out', tmp_path/'out')
+    assert r.returncode != 0
+    assert msg in r.stderr and 'Traceback' not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path/'out').exists()
+
+def test_missing_config_file(tmp_path):
+    r = _cli(tmp_path/'none.yaml')
+    assert r.returncode != 0 and 'does not exist' in r.stderr and 'Traceback' not in r.stderr
+
+def test_failed_run_is_recorded_and_retried(tmp_path, monkeypatch):
+    from mtlsyn import study
+    calls = []
+    def fake_run_one(run, out, device=None, quiet=True):
+        calls.append(run['run_id'])
+        if len(calls) == 1: raise RuntimeError('out of memory')
+        return dict(run_id=run['run_id'], status='ok', seed=run['seed'], cfg_setting=run['setting'])
+    monkeypatch.setattr(study, 'run_one', fake_run_one)
+    cfg = dict(TINY, seeds=[0, 1])
+    recs = study.run_study(cfg, tmp_path, log=lambda *a: None)
+    assert [r['status'] for r in recs].count('failed') == 1 and 'out of memory' in [r for r in recs if r['status']=='failed'][0]['error']
+    recs = study.run_study(cfg, tmp_path, log=lambda *a: None)
+    assert len(calls) == 5, 'only the failed run is run again'
+    assert sum(r['status'] == 'ok' for r in recs) == 4
+
+def test_resume_after_a_crash_mid_write(tmp_path, monkeypatch):
+    from mtlsyn import study
+    monkeypatch.setattr(study, 'run_one', lambda run, out, **kw: dict(run_id=run['run_id'], status='ok', seed=run['seed']))
+    study.run_study(dict(TINY, seeds=[0]), tmp_path, log=lambda *a: None)
+    with open(tmp_path/'results.jsonl', 'a') as f: f.write('{"run_id": "x", "stat')
+    recs = study.run_study(dict(TINY, seeds=[0, 1]), tmp_path, log=lambda *a: None)
+    assert len(recs) == 4
+    assert all(json.loads(l) for l in (tmp_path/'results.jsonl').read_text().splitlines())
+
+def test_shards_partition_the_runs_and_the_report_merges_them(tmp_path, monkeypatch):
+    from mtlsyn import study, report
+    monkeypatch.setattr(study, 'run_one', lambda run, out, **kw: dict(run_id=run['run_id'], status='ok', seed=run['seed'],
+                                                                     cfg_setting=run['setting'], val_classify_auc=0.5))
+    cfg = dict(TINY, seeds=[0, 1, 2])
+    a = study.run_study(cfg, tmp_path, shard='0/2', log=lambda *a: None)
+    b = study.run_study(cfg, tmp_path, shard='1/2', log=lambda *a: None)
+    assert len(a) + len(b) == 6 and not ({r['run_id'] for r in a} & {r['run_id'] for r in b})
+    assert sorted(p.name for p in tmp_path.glob('results*.jsonl')) == ['results-0of2.jsonl', 'results-1of2.jsonl']
+    assert len(report.load_results(tmp_path)) == 6
+    with pytest.raises(Exception, match='not of the form'): study.parse_shard('2')
