@@ -46,10 +46,11 @@ def test_bf16_autocast_trains_dict_outputs_like_fp32():
     res = {}
     for prec in ('fp32', 'bf16'):
         set_seed(0); dls = toy_dls(n_train=64, n_valid=32)
-        learn = mtl_learner(dls, build_vlm('small-cnn', None, ('classify','segment'), info=dls.info), lr=3e-3, precision=prec)
+        learn = mtl_learner(dls, build_vlm('small-cnn', None, ('classify','segment'), info=dls.info), lr=3e-3, precision=prec, monitor='valid_loss')
         with learn.no_bar(), learn.no_logging(): learn.fit(4)
         res[prec] = learn.evaluate()
-    assert res['bf16']['classify_auc'] > 0.9 and abs(res['bf16']['segment_dice'] - res['fp32']['segment_dice']) < 0.15
+    assert res['bf16']['classify_auc'] > 0.9 and res['bf16']['segment_dice'] > 0.8
+    assert abs(res['bf16']['segment_dice'] - res['fp32']['segment_dice']) < 0.1
 
 def test_early_stopping_on_val_and_lower_is_better_monitors():
     set_seed(0); dls = toy_dls(n_train=32, n_valid=16)
