@@ -76,3 +76,20 @@ def test_learner_user_errors():
     if not torch.cuda.is_available():
         with pytest.raises(MtlsynError, match='GPU'):
             with learn.no_bar(), learn.no_logging(): learn.fit(1)
+
+def test_gradient_level_weighting_on_the_four_task_phantom_model(phantom_dls):
+    set_seed(0)
+    learn = mtl_learner(phantom_dls, build_vlm('small-cnn', 'minilm', TASKS, info=phantom_dls.info), 'upgrad', lr=3e-3, precision='bf16')
+    with learn.no_bar(), learn.no_logging(): learn.fit(2)
+    w = learn.task_weights
+    assert set(w) == set(TASKS) and all(math.isfinite(v) and v >= 0 for v in w.values())
+    assert all(math.isfinite(float(v[0])) for v in learn.recorder.values)
+
+def test_consistency_draws_from_the_unlabeled_loader():
+    set_seed(0); dls, unl = toy_dls(n_train=32, n_valid=16), toy_dls(n_train=48, n_valid=16, seed=3).train
+    model = build_vlm('small-cnn', None, ('classify', 'consistency'), info=dls.info)
+    model.tasks['consistency'].set_unlabeled(unl)
+    learn = mtl_learner(dls, model, lr=3e-3)
+    with learn.no_bar(), learn.no_logging(): learn.fit(2)
+    assert model.tasks['consistency']._it is not None                 # the unlabeled loader was iterated
+    assert 'consistency_agree' in learn.recorder.metric_names and 0 <= learn.evaluate()['consistency_agree'] <= 1
