@@ -110,3 +110,24 @@ def test_shards_partition_the_runs_and_the_report_merges_them(tmp_path, monkeypa
     assert sorted(p.name for p in tmp_path.glob('results*.jsonl')) == ['results-0of2.jsonl', 'results-1of2.jsonl']
     assert len(report.load_results(tmp_path)) == 6
     with pytest.raises(Exception, match='not of the form'): study.parse_shard('2')
+
+def test_a_study_on_real_medmnist_with_a_synthetic_pool(tmp_path, medmnist_root):
+    "BreastMNIST at 5 images per class with a 1:1 mixup pool, through the CLI, records the pool and the real split"
+    cfg = tmp_path/'breast.yaml'
+    cfg.write_text(yaml.safe_dump(dict(name='breast', benchmark='breastmnist', budget=5, root=str(medmnist_root),
+                                       epochs=1, bs=8, seeds=[0], tasks=['classify', 'contrastive'],
+                                       grid={'generator,ratio': [['none', 0], ['mixup', 1]]})))
+    r = _cli(cfg, '--out', tmp_path/'out')
+    assert r.returncode == 0, r.stderr[-3000:]
+    recs = _records(tmp_path/'out'/'results.jsonl')
+    assert [x['status'] for x in recs] == ['ok', 'ok']
+    base, mix = recs
+    assert base['pool_sha256'] is None and mix['pool_sha256'] and mix['n_synthetic'] == 10
+    assert base['split_sha256'] == mix['split_sha256'] and base['n_labeled'] == 10
+    split = json.loads((tmp_path/'out'/'runs'/base['run_id']/'split.json').read_text())
+    assert split['dataset'] == 'breastmnist' and split['source_md5'] == '750601b1f35ba3300ea97c75c52ff8f6'
+
+def test_joint_grid_keys_sweep_fields_together():
+    from mtlsyn.study import load_study, study_runs
+    runs = study_runs(load_study(dict(grid={'generator,ratio': [['none', 0], ['mixup', 3]]}, seeds=[0, 1])))
+    assert [(r['generator'], r['ratio']) for r in runs] == [('none', 0), ('none', 0), ('mixup', 3), ('mixup', 3)]
