@@ -40,7 +40,7 @@ sync-check: venv
 	  fi; echo "sync-check: notebooks and library are in sync and clean"
 
 nbtest: venv
-	@start=$$(date +%s); OMP_NUM_THREADS=1 $(BIN)/nbdev-test --n_workers 2 && \
+	@start=$$(date +%s); OMP_NUM_THREADS=1 $(BIN)/nbdev-test --n-workers 2 && \
 	  echo "nbdev-test: all notebooks passed in $$(( $$(date +%s) - start )) s"
 
 pytest: venv
