@@ -19,6 +19,18 @@ def _title_from_frontmatter(md:Path):
     head = f"# {meta.get('title', '')}\n\n" + (f"> {meta['description']}\n" if meta.get('description') else '')
     md.write_text(head + '\n' + body.lstrip('\n'))
 
+_CELL_KEYS = {'cell_type', 'id', 'metadata', 'source', 'outputs', 'execution_count', 'attachments'}
+
+def _valid_nbformat(nb_path:Path):
+    "Drop the cell keys nbdev's processing adds for Quarto (e.g. `has_sd`), which nbformat's schema (and so nbconvert) rejects"
+    import json
+    nb = json.loads(nb_path.read_text())
+    for c in nb.get('cells', []):
+        for k in [k for k in c if k not in _CELL_KEYS]: del c[k]
+        c.get('metadata', {}).pop('execution', None)  # execnb's timings (numbers where the schema wants strings)
+        if c.get('cell_type') != 'code': c.pop('outputs', None); c.pop('execution_count', None)
+    nb_path.write_text(json.dumps(nb, indent=1))
+
 def main(readme_only=False):
     from nbdev.config import get_config
     from nbdev.serve import proc_nbs
@@ -27,6 +39,7 @@ def main(readme_only=False):
     proc = Path(proc_nbs(n_workers=0))
     bin_ = Path(sys.executable).parent
     index = proc/'index.ipynb'
+    for nb in proc.glob('*.ipynb'): _valid_nbformat(nb)
     # README.md: the processed index as Markdown (what nbdev-readme does through Quarto)
     subprocess.run([str(bin_/'jupyter'), 'nbconvert', '--to', 'markdown', '--log-level', 'WARN',
                     '--output-dir', str(root), '--output', 'README', str(index)], check=True)
