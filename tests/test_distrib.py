@@ -20,8 +20,10 @@ SCRIPT = textwrap.dedent('''
     dls = toy_dls(n_train=64, n_valid=32, size=16, bs=8)
     model = build_vlm('small-cnn', None, ('classify','reconstruct'), info=dls.info, width=8)
     learn = mtl_learner(dls, model, 'equal', lr=3e-3)
-    with learn.no_bar(), distrib_ctx(learn): learn.fit(3)
-    res = dict(rank=rank_distrib(), world=num_distrib(), backend=torch.distributed.get_backend(),
+    with learn.no_bar(), distrib_ctx(learn):
+        learn.fit(3); backend = torch.distributed.get_backend()
+    assert not torch.distributed.is_initialized(), 'distrib_ctx leaves no process group behind'
+    res = dict(rank=rank_distrib(), world=num_distrib(), backend=backend,
                metrics=list(learn.recorder.metric_names), values=[[float(x) for x in v] for v in learn.recorder.values],
                n_steps=len(learn.mtl.history), test=learn.evaluate())
     json.dump(res, open(os.path.join(sys.argv[1], f'rank{rank_distrib()}.json'), 'w'))
