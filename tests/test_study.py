@@ -35,6 +35,7 @@ def test_cli_writes_one_flat_record_per_run_and_prints_the_table(tiny_study):
         assert not missing, f'record lacks {missing}'
         assert all(not isinstance(v, (dict, list)) for v in rec.values()), 'records must be flat'
         assert 0 <= rec['val_classify_auc'] <= 1 and rec['mem_peak_rss_mb'] > 0 and rec['time_fit_s'] > 0
+        assert rec['run_isolated'] is True, 'the CLI trains each run in its own process'
         assert (d/'out'/'runs'/rec['run_id']/'curves.json').exists()
         assert (d/'out'/'runs'/rec['run_id']/'split.json').exists()
     assert {x['cfg_tasks'] for x in recs} == {'classify', 'classify+contrastive'}
