@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: venv test study docs readme sync-check nbtest pytest bench clean
+.PHONY: venv test study docs readme sync-check lint nbtest pytest bench clean
 
 venv: $(STAMP)
 
@@ -26,8 +26,8 @@ $(STAMP):
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-## make test: notebooks and library in sync and clean, then every notebook and the pytest suite
-test: venv sync-check nbtest pytest
+## make test: notebooks and library in sync and clean, the library lint-clean, then every notebook and the pytest suite
+test: venv sync-check lint nbtest pytest
 
 sync-check: venv
 	@before=$$(git status --porcelain --untracked-files=all -- nbs mtlsyn; git diff -- nbs mtlsyn | sha256sum); \
@@ -38,6 +38,10 @@ sync-check: venv
 	    git status --porcelain --untracked-files=all -- nbs mtlsyn; \
 	    echo "sync-check: review them with 'git diff', commit, and run 'make test' again."; exit 1; \
 	  fi; echo "sync-check: notebooks and library are in sync and clean"
+
+## lint: no unused imports (F401) and no undefined names (F821) in the library
+lint: venv
+	@$(BIN)/ruff check mtlsyn --select F401,F821 && echo "lint: ruff F401/F821 clean"
 
 nbtest: venv
 	@start=$$(date +%s); OMP_NUM_THREADS=1 $(BIN)/nbdev-test --n-workers 2 && \

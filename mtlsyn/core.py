@@ -6,19 +6,15 @@ Docs: https://mtlsyn.github.io/mtlsyn/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #8697c1fc
 from __future__ import annotations
-import os, sys, json, random, hashlib, platform, subprocess, tempfile, dataclasses
+import os, sys, json, hashlib, platform, subprocess, tempfile, dataclasses
 from pathlib import Path
 from typing import Any, Callable
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['MtlsynError', 'cli_errors', 'set_seed', 'default_device', 'Registry', 'indices_sha256', 'canonical_json',
-           'content_hash', 'cache_dir', 'atomic_write', 'cpu_name', 'git_rev', 'env_info']
-
-# %% ../nbs/00_core.ipynb #f6725e0e
-import warnings
-warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+__all__ = ['MtlsynError', 'cli_errors', 'get_device', 'Registry', 'indices_sha256', 'canonical_json', 'content_hash', 'cache_dir',
+           'atomic_write', 'cpu_name', 'git_rev', 'env_info']
 
 # %% ../nbs/00_core.ipynb #fcb2211b
 class MtlsynError(ValueError):
@@ -37,18 +33,10 @@ def cli_errors(f:Callable):
     return _inner
 
 # %% ../nbs/00_core.ipynb #a7c7fe91
-def set_seed(seed:int,                # the seed for `random`, NumPy and torch (CPU and CUDA)
-             deterministic:bool=False # also ask torch for deterministic kernels (slower on GPU)
-            ):
-    "Seed `random`, NumPy and torch with `seed`; optionally make torch kernels deterministic"
-    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
-    if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+from fastai.torch_core import set_seed  # noqa: F401  (fastai's own: seeds `random`, NumPy and torch)
 
 # %% ../nbs/00_core.ipynb #2fdfbb04
-def default_device(device:str|torch.device|None=None)->torch.device:
+def get_device(device:str|torch.device|None=None)->torch.device:
     "`device` if given, else the first CUDA GPU if there is one, else the CPU"
     if device is not None: return torch.device(device)
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -74,7 +62,9 @@ class Registry:
     def build(self, name:str, **kwargs):
         "Build the object registered as `name` with `kwargs`"
         return self[name](**kwargs)
-    def names(self)->list[str]: return sorted(self._d)
+    def names(self)->list[str]:
+        "The registered names, sorted"
+        return sorted(self._d)
     def __contains__(self, name): return name in self._d
     def __len__(self): return len(self._d)
     def __iter__(self): return iter(self.names())
@@ -160,7 +150,7 @@ def git_rev(path:str|Path|None=None)->str|None:
 
 def env_info(device:str|torch.device|None=None)->dict:
     "The `env_*` fields of a run record: torch version, device, CPU, threads, and the `git_rev`"
-    device = default_device(device)
+    device = get_device(device)
     dev = torch.cuda.get_device_name(device) if device.type=='cuda' else 'cpu'
     return dict(env_torch=torch.__version__, env_device=dev, env_cpu=cpu_name(),
                 env_threads=torch.get_num_threads(), env_python=platform.python_version(), git_rev=git_rev())

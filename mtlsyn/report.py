@@ -6,14 +6,13 @@ Docs: https://mtlsyn.github.io/mtlsyn/report.html.md"""
 
 # %% ../nbs/08_report.ipynb #2d5f7e67
 from __future__ import annotations
-import sys, json, math
+import json
 from pathlib import Path
+from .core import *
 import numpy as np
-import matplotlib
 import matplotlib.pyplot as plt
 from fastcore.script import call_parse
-from .core import *
-from .study import ResultsStore, summarize, format_table, mean_ci, TABLE_COLS
+from .study import ResultsStore, summarize, format_table, mean_ci, table_cols, lead_task, main_metric
 
 # %% auto #0
 __all__ = ['load_results', 'paired_deltas', 'load_curves', 'plot_curves', 'plot_costs', 'write_report', 'mtlsyn_report']
@@ -31,14 +30,14 @@ def load_results(out:str|Path)->list[dict]:
 
 # %% ../nbs/08_report.ipynb #8b64932e
 def paired_deltas(records:list[dict], baseline:str|None=None, cols:list|None=None, by:str='cfg_setting'):
-    "Per setting, mean ± 95% CI over shared seeds of (setting − `baseline`) for `cols` (default baseline: the first setting)"
+    "Per setting, mean ± 95% CI over shared seeds of (setting − `baseline`) for `cols` (default: `table_cols`; default baseline: the first setting)"
     import pandas as pd
     ok = [r for r in records if r.get('status') == 'ok']
     settings = list(dict.fromkeys(r.get(by) for r in ok))
     if not settings: return pd.DataFrame()
     baseline = baseline or settings[0]
     if baseline not in settings: raise MtlsynError(f"baseline {baseline!r} is not a setting of this study: choose one of {settings}")
-    cols = [c for c in (cols or TABLE_COLS) if any(c in r for r in ok)]
+    cols = [c for c in (cols or table_cols(records)) if any(c in r for r in ok)]
     base = {r['seed']: r for r in ok if r.get(by) == baseline}
     rows = []
     for s in settings:
@@ -57,9 +56,10 @@ def load_curves(out:str|Path, run_id:str)->dict|None:
     p = Path(out)/'runs'/run_id/'curves.json'
     return json.loads(p.read_text()) if p.exists() else None
 
-def plot_curves(out:str|Path, records:list[dict]|None=None, metric:str='classify_auc', by:str='cfg_setting', ax=None):
-    "Mean ± sd over seeds of the per-epoch validation `metric`, one line per setting"
+def plot_curves(out:str|Path, records:list[dict]|None=None, metric:str|None=None, by:str='cfg_setting', ax=None):
+    "Mean ± sd over seeds of the per-epoch validation `metric` (default: the study's `main_metric`), one line per setting"
     records = records if records is not None else load_results(out)
+    metric = metric or (main_metric(lead_task(records)) if lead_task(records) else 'valid_loss')
     ax = ax or plt.subplots(figsize=(5, 3.2))[1]
     for s in dict.fromkeys(r.get(by) for r in records if r.get('status') == 'ok'):
         ys = []
@@ -75,8 +75,9 @@ def plot_curves(out:str|Path, records:list[dict]|None=None, metric:str='classify
     ax.set_xlabel('epoch'); ax.set_ylabel(f'val {metric}'); ax.legend(fontsize=7); ax.grid(alpha=0.3)
     return ax
 
-def plot_costs(records:list[dict], cols=('conv_classify_epoch_to_target', 'mem_peak_rss_mb', 'mem_activations_mb'), by:str='cfg_setting'):
-    "Bar charts of mean ± 95% CI of the cost columns `cols` per setting"
+def plot_costs(records:list[dict], cols:list|None=None, by:str='cfg_setting'):
+    "Bar charts of mean ± 95% CI of the cost columns `cols` per setting (default: epochs to target, peak RSS, activations)"
+    cols = cols or [c for c in table_cols(records) if c.endswith('_epoch_to_target') or c in ('mem_peak_rss_mb', 'mem_activations_mb')]
     df = summarize(records, by=by, cols=list(cols))
     cols = [c for c in cols if c in df.columns]
     fig, axs = plt.subplots(1, max(1, len(cols)), figsize=(3.3*max(1, len(cols)), 3), squeeze=False)

@@ -2,9 +2,10 @@
 import json, warnings
 import numpy as np, pytest, torch
 from mtlsyn.core import MtlsynError, cache_dir
-from mtlsyn.augment.core import generators, make_pool, tiny_split
+from mtlsyn.augment.core import generators, make_pool
+from mtlsyn.test_utils import tiny_split
 from mtlsyn.augment.quality import frechet_distance, fid_from_features, memorised_share, balanced_accuracy
-import mtlsyn.augment.classical, mtlsyn.augment.mix, mtlsyn.augment.diffusion
+import mtlsyn.augment.all  # noqa: F401  (registers every generator)
 
 torch.set_num_threads(1)
 
@@ -54,13 +55,11 @@ def test_mix_semantics(split):
         assert (p.hard_labels() == p.labels.argmax(1)).all()
     with pytest.raises(MtlsynError): generators.build('mixup', alpha=0)
 
-def test_diffusion_tiny_fit_sample_resume_and_img2img(split, tmp_path):
+def test_diffusion_tiny_fit_sample_and_img2img(split, tmp_path):
     g = generators.build('diffusion', config='tiny', progress=False, ckpt_dir=str(tmp_path)).set_random_state(0).fit(split)
     p = g.sample(5)
     assert p.images.shape == (5,) + split.labeled.images.shape[1:] and p.labels.dtype == np.int64
-    assert g.ckpt_path.suffix == '.safetensors' and g.ckpt_path.exists()
-    g2 = generators.build('diffusion', config='tiny', progress=False, ckpt_dir=str(tmp_path)).set_random_state(0).fit(split)
-    assert g2.resumed_from == g.cfg['train_steps'] and g2.sample(5).sha256 == p.sha256
+    assert g.ckpt_path.exists()    # loading a finished fit and resuming an interrupted one: nbs/02c_augment.diffusion.ipynb
     pipe = g.save_pipeline(tmp_path/'pipe')
     ia = generators.build('diffusion-img2img', pipeline=str(pipe), strength=0.5, ddim_steps=4, progress=False).set_random_state(0).fit(split)
     q = ia.sample(4)

@@ -7,7 +7,9 @@ import torch
 from medmnist import INFO
 from mtlsyn.core import MtlsynError, indices_sha256, cache_dir
 from mtlsyn.data import medmnist as mm
-from mtlsyn.data.medmnist import (FLAGS, load_benchmark, budget_indices, medmnist_info, medmnist_filename, benchmarks)
+from mtlsyn.data.all import load_benchmark, benchmarks
+from mtlsyn.data.core import budget_indices
+from mtlsyn.data.medmnist import FLAGS, medmnist_info, medmnist_filename
 from mtlsyn.data.phantom import load_phantom, make_phantoms, phantom_info, PHANTOM_CLASSES
 from mtlsyn.data.text import class_prompts, prompt_templates, captions_for, TEMPLATES
 from mtlsyn.data.loaders import SyntheticPool, dataloaders, unlabeled_dl
@@ -311,7 +313,7 @@ def test_download_only_when_asked_and_checked(tmp_path, monkeypatch):
     "A download (here from a file:// URL) lands atomically and is MD5-checked; a failed one leaves nothing behind"
     src = fake_npz(tmp_path/'src.npz', 'breastmnist')
     info = dict(INFO['breastmnist'], url=src.as_uri(), MD5=mm.file_md5(src))
-    monkeypatch.setattr(mm, '_info', lambda flag: info)
+    monkeypatch.setitem(INFO, 'breastmnist', info)          # the download URL and MD5 come from medmnist's metadata
     root = tmp_path/'root'
     with pytest.raises(MtlsynError, match='not found'): load_benchmark('breastmnist', root=root)
     sp = load_benchmark('breastmnist', budget=2, root=root, download=True)

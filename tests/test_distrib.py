@@ -3,7 +3,7 @@ import json, os, socket, subprocess, sys, textwrap
 from pathlib import Path
 import pytest
 
-# The exact command (documented in nbs/05_learner.ipynb), run with CUDA_VISIBLE_DEVICES= (empty) so it is CPU-only:
+# The exact command (documented in nbs/05c_learner.distrib.ipynb), run with CUDA_VISIBLE_DEVICES= (empty) so it is CPU-only:
 #   CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no train.py accelerate's `--cpu` flag alone starts ONE process
 # (multi-CPU there needs mpirun); `--multi_gpu` starts `--num_processes` processes through torchrun, and on a
 # machine without CUDA mtlsyn's `distrib_ctx` runs them on the gloo backend.
@@ -12,8 +12,9 @@ CMD = "accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_
 SCRIPT = textwrap.dedent('''
     import sys, json, os, torch
     torch.set_num_threads(1)
-    from mtlsyn.core import set_seed
-    from mtlsyn.learner import toy_dls, mtl_learner, distrib_ctx
+    from fastai.torch_core import set_seed
+    from mtlsyn.learner import mtl_learner, distrib_ctx
+    from mtlsyn.test_utils import toy_dls
     from mtlsyn.model.vlm import build_vlm
     from fastai.distributed import rank_distrib, num_distrib
     set_seed(0)

@@ -2,7 +2,7 @@
 from types import SimpleNamespace
 import numpy as np, pytest, torch, torch.nn.functional as F
 from mtlsyn.core import MtlsynError
-from mtlsyn.model.encoders import build_image_encoder, build_text_encoder, image_encoders, _lite0_state_dict
+from mtlsyn.model.encoders import build_image_encoder, build_text_encoder, image_encoders, efficientnet_lite0_state_dict
 from mtlsyn.model.tasks import tasks, medmnist_metrics, Classify, Contrastive, Segment
 from mtlsyn.model.vlm import build_vlm, MultiTaskVLM
 
@@ -26,7 +26,7 @@ def test_resnet18_28_is_the_medmnist_cifar_variant():
 
 def test_pretrained_efficientnet_lite0_loads_the_wheels_imagenet_weights():
     enc = build_image_encoder('timm:tf_efficientnet_lite0', in_chans=3, pretrained=True)
-    sd = _lite0_state_dict(enc.m)
+    sd = efficientnet_lite0_state_dict(enc.m)
     w = enc.m.state_dict()['blocks.3.0.conv_pw.weight']
     assert torch.equal(w, sd['blocks.3.0.conv_pw.weight'])
     grey = build_image_encoder('timm:tf_efficientnet_lite0', in_chans=1, pretrained=True)
@@ -71,7 +71,7 @@ def test_classify_metrics_follow_medmnist():
 def test_classify_heads_for_every_task_type():
     for task, y, n in [('binary-class', torch.tensor([0,1,1,0]), 2), ('ordinal-regression', torch.tensor([0,4,2,1]), 5),
                        ('multi-label, binary-class', torch.tensor([[0,1,1],[1,0,0],[0,0,1],[1,1,0]]).float(), 3)]:
-        info = SimpleNamespace(name='t', task=task, classes=[f'c{i}' for i in range(n)], modality='x', n_channels=1)
+        info = SimpleNamespace(name='t', task=task, classes=[f'c{i}' for i in range(n)], modality='x', n_channels=1, multi_label=task.startswith('multi-label'))
         c = Classify(info, feat_dim=8)
         out = c(dict(feat=torch.randn(4, 8)), dict(label=y))
         assert out.shape == (4, n) and torch.isfinite(c.loss(out, dict(label=y)))
@@ -97,7 +97,7 @@ def test_segment_ignores_samples_without_masks_and_scores_dice():
     with pytest.raises(MtlsynError, match='masks'): Segment(SimpleNamespace(mask_names=[]))
 
 INFO = SimpleNamespace(name='phantom', task='multi-class', classes=['normal','consolidation','nodule','effusion'],
-                       n_channels=1, modality='chest x-ray', mask_names=['lung','lesion'])
+                       n_channels=1, modality='chest x-ray', mask_names=['lung','lesion'], multi_label=False)
 
 def test_build_vlm_all_tasks_parallel_and_cascaded():
     b = dict(image=torch.randn(4,1,28,28), label=torch.tensor([0,1,2,3]), text=['a','b','a','c'],

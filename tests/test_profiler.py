@@ -2,7 +2,7 @@
 import json, os, re, subprocess, sys, time, urllib.request
 from pathlib import Path
 import pytest
-from mtlsyn.callback.convergence import tiny_learner
+from mtlsyn.test_utils import tiny_learner
 from mtlsyn.callback.profiler import ProfilerCallback
 
 TB = Path(sys.executable).parent/'tensorboard'

@@ -40,7 +40,9 @@ def test_cli_writes_one_flat_record_per_run_and_prints_the_table(tiny_study):
         assert (d/'out'/'runs'/rec['run_id']/'split.json').exists()
     assert {x['cfg_tasks'] for x in recs} == {'classify', 'classify+contrastive'}
     assert recs[0]['split_sha256'] == recs[1]['split_sha256'], 'same seed and budget must give the same images'
-    assert 'contrastive_r1' in ''.join(recs[1]), 'the multi-task run records its contrastive metric'
+    assert 'val_contrastive_r1' in recs[1] and 'val_contrastive_r1' not in recs[0], 'the multi-task run records its contrastive metric'
+    curves = json.loads((d/'out'/'runs'/recs[0]['run_id']/'curves.json').read_text())
+    assert set(curves) == {'names', 'values'} and 'classify_auc' in curves['names']
     assert 'val_classify_auc' in r.stdout and 'tasks=classify+contrastive' in r.stdout
 
 def test_rerun_skips_recorded_runs(tiny_study):
@@ -80,9 +82,9 @@ def test_failed_run_is_recorded_and_retried(tmp_path, monkeypatch):
     from mtlsyn import study
     calls = []
     def fake_run_one(run, out, device=None, quiet=True):
-        calls.append(run['run_id'])
+        calls.append(run.run_id)
         if len(calls) == 1: raise RuntimeError('out of memory')
-        return dict(run_id=run['run_id'], status='ok', seed=run['seed'], cfg_setting=run['setting'])
+        return dict(run_id=run.run_id, status='ok', seed=run.seed, cfg_setting=run.setting)
     monkeypatch.setattr(study, 'run_one', fake_run_one)
     cfg = dict(TINY, seeds=[0, 1])
     recs = study.run_study(cfg, tmp_path, log=lambda *a: None)
@@ -93,7 +95,7 @@ def test_failed_run_is_recorded_and_retried(tmp_path, monkeypatch):
 
 def test_resume_after_a_crash_mid_write(tmp_path, monkeypatch):
     from mtlsyn import study
-    monkeypatch.setattr(study, 'run_one', lambda run, out, **kw: dict(run_id=run['run_id'], status='ok', seed=run['seed']))
+    monkeypatch.setattr(study, 'run_one', lambda run, out, **kw: dict(run_id=run.run_id, status='ok', seed=run.seed))
     study.run_study(dict(TINY, seeds=[0]), tmp_path, log=lambda *a: None)
     with open(tmp_path/'results.jsonl', 'a') as f: f.write('{"run_id": "x", "stat')
     recs = study.run_study(dict(TINY, seeds=[0, 1]), tmp_path, log=lambda *a: None)
@@ -102,8 +104,8 @@ def test_resume_after_a_crash_mid_write(tmp_path, monkeypatch):
 
 def test_shards_partition_the_runs_and_the_report_merges_them(tmp_path, monkeypatch):
     from mtlsyn import study, report
-    monkeypatch.setattr(study, 'run_one', lambda run, out, **kw: dict(run_id=run['run_id'], status='ok', seed=run['seed'],
-                                                                     cfg_setting=run['setting'], val_classify_auc=0.5))
+    monkeypatch.setattr(study, 'run_one', lambda run, out, **kw: dict(run_id=run.run_id, status='ok', seed=run.seed,
+                                                                     cfg_setting=run.setting, val_classify_auc=0.5))
     cfg = dict(TINY, seeds=[0, 1, 2])
     a = study.run_study(cfg, tmp_path, shard='0/2', log=lambda *a: None)
     b = study.run_study(cfg, tmp_path, shard='1/2', log=lambda *a: None)
@@ -131,4 +133,63 @@ def test_a_study_on_real_medmnist_with_a_synthetic_pool(tmp_path, medmnist_root)
 def test_joint_grid_keys_sweep_fields_together():
     from mtlsyn.study import load_study, study_runs
     runs = study_runs(load_study(dict(grid={'generator,ratio': [['none', 0], ['mixup', 3]]}, seeds=[0, 1])))
-    assert [(r['generator'], r['ratio']) for r in runs] == [('none', 0), ('none', 0), ('mixup', 3), ('mixup', 3)]
+    assert [(r.generator, r.ratio) for r in runs] == [('none', 0), ('none', 0), ('mixup', 3), ('mixup', 3)]
+
+# Every name a study uses, misspelt in the last grid cell: (field, a valid value, the typo, what the error calls the field)
+TYPOS = [('benchmark', 'phantom', 'phantomm', 'benchmark'), ('image_encoder', 'small-cnn', 'small-cnnn', 'image encoder'),
+         ('text_encoder', 'minilm', 'minilmm', 'text encoder'), ('tasks', ['classify'], ['classify', 'contrastiv'], 'task'),
+         ('sharing', 'parallel', 'paralel', 'sharing'), ('weighting', 'equal', 'equall', 'weighting'),
+         ('generator', 'none', 'mixupp', 'generator'), ('precision', 'fp32', 'fp23', 'precision'),
+         ('schedule', 'mixed', 'mixd', 'schedule'), ('text_mode', 'frozen', 'frozn', 'text mode'), ('opt', 'adam', 'adamm', 'optimizer')]
+
+def _typo_study(field, good, bad): return dict(TINY, grid={field: [good, bad]}, seeds=[0])
+
+def _expected(field, bad, kind):
+    from mtlsyn.study import study_choices
+    typo = bad[-1] if isinstance(bad, list) else bad
+    return f"unknown {kind} {typo!r} ({field}): choose one of {', '.join(study_choices()[field])}"
+
+@pytest.mark.parametrize('field,good,bad,kind', TYPOS, ids=[t[0] for t in TYPOS])
+def test_a_misspelt_name_fails_before_the_first_run_with_the_valid_names(tmp_path, monkeypatch, field, good, bad, kind):
+    from mtlsyn import study
+    calls = []
+    monkeypatch.setattr(study, 'run_one', lambda run, out, **kw: calls.append(run.run_id))
+    with pytest.raises(study.MtlsynError) as e: study.run_study(_typo_study(field, good, bad), tmp_path/'out', log=lambda *a: None)
+    assert str(e.value) == _expected(field, bad, kind)
+    assert calls == [] and not (tmp_path/'out').exists()
+
+@pytest.mark.parametrize('field,good,bad,kind', TYPOS, ids=[t[0] for t in TYPOS])
+def test_a_misspelt_name_fails_the_dry_run(tmp_path, monkeypatch, capsys, field, good, bad, kind):
+    import runpy
+    cfg = tmp_path/'typo.yaml'; cfg.write_text(yaml.safe_dump(_typo_study(field, good, bad)))
+    script = tmp_path/'mtlsyn-study'   # what the installed console script runs, here in this process (no torch re-import)
+    script.write_text('import sys\nfrom mtlsyn.study.cli import mtlsyn_study\nsys.exit(mtlsyn_study())\n')
+    monkeypatch.setattr(sys, 'argv', [str(script), str(cfg), '--dry-run'])
+    with pytest.raises(SystemExit) as e: runpy.run_path(str(script), run_name='__main__')
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and out == ''
+    assert err == f"error: {_expected(field, bad, kind)}\n"
+
+def test_dry_run_lists_the_runs_of_a_valid_study(tmp_path):
+    cfg = tmp_path/'tiny.yaml'; cfg.write_text(yaml.safe_dump(TINY))
+    r = _cli(cfg, '--dry-run', '--out', tmp_path/'out')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [l.split()[1] for l in r.stdout.splitlines()] == ['tasks=classify', 'tasks=classify+contrastive']
+    assert not (tmp_path/'out').exists()
+
+def test_run_ids_of_the_quick_study_are_stable_and_opt_is_hashed_only_off_its_default():
+    from mtlsyn.study import load_study, study_runs
+    root = Path(__file__).resolve().parents[1]
+    runs = study_runs(load_study(root/'studies'/'quick.yaml'))
+    assert [r.run_id for r in runs[:3]] == ['32a6d7f96685', '2c04a06e306c', '67c85a4702da'], 'published run ids must not change'
+    assert {r.opt for r in runs} == {'adam'}
+    sgd = study_runs(load_study(dict(yaml.safe_load((root/'studies'/'quick.yaml').read_text()), opt='sgd')))
+    assert sgd[0].run_id != runs[0].run_id and sgd[0].setting == runs[0].setting
+
+def test_the_study_opt_reaches_the_optimizer():
+    import torch
+    from mtlsyn.study import load_study, study_runs, build_run
+    run = study_runs(load_study(dict(TINY, grid={}, tasks=['classify'], opt='sgd')))[0]
+    learn = build_run(run).learn
+    learn.create_opt()
+    assert isinstance(learn.opt.opt, torch.optim.SGD)

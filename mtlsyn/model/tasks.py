@@ -13,7 +13,7 @@ from ..core import Registry, MtlsynError
 
 # %% auto #0
 __all__ = ['tasks', 'Task', 'medmnist_metrics', 'default_prompts', 'Classify', 'Contrastive', 'Decoder', 'Reconstruct', 'Denoise',
-           'Segment', 'Saliency', 'Consistency']
+           'Segment', 'Saliency', 'Consistency', 'metric_higher_is_better']
 
 # %% ../../nbs/03a_model.tasks.ipynb #c1bc76c6
 tasks = Registry('task')
@@ -21,7 +21,7 @@ tasks = Registry('task')
 class Task(nn.Module):
     "Base task: a head, a `loss`, and `metrics` over an evaluation set; reads batch `keys`"
     keys:tuple = (); metric_names:list = []; higher_is_better:dict = {}; needs:tuple = (); uses_text:bool = False
-    summary_dim:int = 0
+    summary_dim:int = 0; reencodes_image:bool = False
     def __init__(self, name:str|None=None): super().__init__(); self.name = name or self.registry_name
     def forward(self, feats:dict, batch:dict): raise NotImplementedError
     def loss(self, out, batch:dict)->torch.Tensor: raise NotImplementedError
@@ -66,7 +66,7 @@ class Classify(Task):
     def __init__(self, info, feat_dim:int=128, head:str='linear', prompts:list[str]|None=None, name=None, **kw):
         super().__init__(name)
         self.task_type, self.n_out = info.task, len(info.classes)
-        self.multilabel = info.task.startswith('multi-label')
+        self.multilabel = info.multi_label
         if head not in ('linear','prompt'): raise MtlsynError(f"classify head {head!r}: choose 'linear' or 'prompt'")
         self.head_kind, self.uses_text, self.summary_dim = head, head=='prompt', self.n_out
         if head == 'linear': self.head = nn.Linear(feat_dim, self.n_out)
@@ -152,6 +152,7 @@ class Reconstruct(Task):
 @tasks.register
 class Denoise(Reconstruct):
     "Rebuild the clean image from the image plus Gaussian noise of std `sigma` (re-encoded), MSE loss"
+    reencodes_image = True
     def __init__(self, sigma:float=0.5, **kw): super().__init__(**kw); self.sigma = sigma
     def forward(self, feats, batch):
         x = feats['image']; noisy = x + self.sigma*torch.randn_like(x)
@@ -206,6 +207,7 @@ class Saliency(Segment):
 class Consistency(Task):
     "Agreement of the `classify` head on clean and perturbed (noise `sigma`, flip) views, on unlabeled batches if given"
     keys = ('image',); needs = ('classify',); metric_names = ['agree']; higher_is_better = dict(agree=True)
+    reencodes_image = True
     def __init__(self, sigma:float=0.2, name=None, **kw): super().__init__(name); self.sigma, self._it, self._dl = sigma, None, None
     def set_unlabeled(self, dl):
         "Draw one batch of `dl` (an unlabeled loader of dict batches) per training step"
@@ -227,3 +229,15 @@ class Consistency(Task):
     def summary(self, out): return out['pert']
     def collect(self, out, batch): return dict(a=_detach(out['clean'].argmax(-1) == out['pert'].argmax(-1)))
     def summarize(self, cs): return dict(agree=float(_cat(cs,'a').mean()))
+
+# %% ../../nbs/03a_model.tasks.ipynb #975d3033
+def metric_higher_is_better(name:str # a recorder or record column: `valid_loss`, `<task>_<metric>`, ...
+                           )->bool:
+    "Whether a larger value of the metric `name` is better, as its registered task declares (losses: no)"
+    if name.endswith('loss'): return False
+    for i in range(len(name)-1, 0, -1):
+        if name[i] == '_' and name[:i] in tasks:
+            t, m = tasks[name[:i]], name[i+1:]
+            if m in t.higher_is_better: return t.higher_is_better[m]
+            raise MtlsynError(f"task {name[:i]!r} has no metric {m!r}: choose one of {', '.join(t.metric_names)}")
+    raise MtlsynError(f"{name!r} names no task metric: expected a loss or <task>_<metric> with a task in {', '.join(tasks.names())}")

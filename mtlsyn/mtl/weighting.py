@@ -6,8 +6,8 @@ Docs: https://mtlsyn.github.io/mtlsyn/mtl.weighting.html.md"""
 
 # %% ../../nbs/04_mtl.weighting.ipynb #b8b5e210
 from __future__ import annotations
-import math
 import torch, torch.nn as nn, torch.nn.functional as F
+from fastcore.basics import patch
 from ..core import Registry, MtlsynError
 
 # %% auto #0
@@ -26,7 +26,9 @@ class Weighting(nn.Module):
     def setup(self, task_names:list[str], model:nn.Module|None=None):
         "Called once by the learner with the task names and the model"
         self.task_names = list(task_names); return self
-    def forward(self, losses:dict)->tuple: raise NotImplementedError
+    def forward(self, losses:dict)->tuple:
+        "The total loss of the task `losses` (a dict of scalars) and each task's weight"
+        raise NotImplementedError
     def before_backward(self, learn)->bool: return False
     def after_step(self, learn): pass
     def epoch_end(self, means:dict): pass
@@ -175,40 +177,46 @@ def _projector():
     from torchjd._linalg._dual_cone import DualConeProjector
     return type('NNLSDualConeProjector', (NNLSProjector, DualConeProjector), {})()
 
-_JD = {  # registered name: (factory of an aggregator given the number of tasks, what it is)
-    'upgrad':      (lambda k: _jd().UPGrad(projector=_projector()), "UPGrad: projection onto the dual cone of the task gradients (Quinton & Rey 2024)"),
-    'mgda':        (lambda k: _jd().MGDA(), "MGDA: min-norm point of the convex hull of the task gradients (Sener & Koltun 2018)"),
-    'pcgrad':      (lambda k: _jd().PCGrad(), "PCGrad: project away conflicting components (Yu et al. 2020)"),
-    'cagrad':      (lambda k: _jd().CAGrad(c=0.4), "CAGrad: conflict-averse gradient, c=0.4 (Liu et al. 2021)"),
-    'nash-mtl':    (lambda k: _jd().NashMTL(n_tasks=k), "Nash-MTL: Nash bargaining over task gradients (Navon et al. 2022)"),
-    'imtl-g':      (lambda k: _jd().IMTLG(), "IMTL-G: equal projections onto the aggregate (Liu et al. 2021)"),
-    'aligned-mtl': (lambda k: _jd().AlignedMTL(), "Aligned-MTL: condition-number alignment (Senushkin et al. 2023)"),
-    'gradvac':     (lambda k: _jd().GradVac(), "GradVac: gradient vaccine, adaptive similarity targets (Wang et al. 2021)"),
-    'graddrop':    (lambda k: _jd().GradDrop(), "GradDrop: sign-consistent dropout of gradient coordinates (Chen et al. 2020)"),
-    'dualproj':    (lambda k: _jd().DualProj(projector=_projector()), "DualProj: projection of the mean onto the dual cone"),
-    'config':      (lambda k: _jd().ConFIG(), "ConFIG: conflict-free update direction (Liu et al. 2024)"),
-    'fairgrad':    (lambda k: _jd().FairGrad(alpha=1.0), "FairGrad: alpha-fair utilities, alpha=1 (Ban & Ji 2024)"),
-    'excess-mtl':  (lambda k: _jd().ExcessMTL(), "ExcessMTL: robust weighting by excess risk (He et al. 2024)"),
-    'pcd':         (lambda k: _jd().PCD(), "PCD: TorchJD's PCD aggregator"),
-    'rgw':         (lambda k: _jd().Random(), "RGW: random gradient weighting (Lin et al. 2022)"),
+
+# %% ../../nbs/04_mtl.weighting.ipynb #f8b0691c
+_JD = {  # registered name: (factory of an aggregator given the number of tasks and keyword arguments, what it is)
+    'upgrad':      (lambda k, **kw: _jd().UPGrad(**(dict(projector=_projector())|kw)), "UPGrad: projection onto the dual cone of the task gradients (Quinton & Rey 2024)"),
+    'mgda':        (lambda k, **kw: _jd().MGDA(**kw), "MGDA: min-norm point of the convex hull of the task gradients (Sener & Koltun 2018)"),
+    'pcgrad':      (lambda k, **kw: _jd().PCGrad(**kw), "PCGrad: project away conflicting components (Yu et al. 2020)"),
+    'cagrad':      (lambda k, **kw: _jd().CAGrad(**(dict(c=0.4)|kw)), "CAGrad: conflict-averse gradient, c=0.4 (Liu et al. 2021)"),
+    'nash-mtl':    (lambda k, **kw: _jd().NashMTL(**(dict(n_tasks=k)|kw)), "Nash-MTL: Nash bargaining over task gradients (Navon et al. 2022)"),
+    'imtl-g':      (lambda k, **kw: _jd().IMTLG(**kw), "IMTL-G: equal projections onto the aggregate (Liu et al. 2021)"),
+    'aligned-mtl': (lambda k, **kw: _jd().AlignedMTL(**kw), "Aligned-MTL: condition-number alignment (Senushkin et al. 2023)"),
+    'gradvac':     (lambda k, **kw: _jd().GradVac(**kw), "GradVac: gradient vaccine, adaptive similarity targets (Wang et al. 2021)"),
+    'graddrop':    (lambda k, **kw: _jd().GradDrop(**kw), "GradDrop: sign-consistent dropout of gradient coordinates (Chen et al. 2020)"),
+    'dualproj':    (lambda k, **kw: _jd().DualProj(**(dict(projector=_projector())|kw)), "DualProj: projection of the mean onto the dual cone"),
+    'config':      (lambda k, **kw: _jd().ConFIG(**kw), "ConFIG: conflict-free update direction (Liu et al. 2024)"),
+    'fairgrad':    (lambda k, **kw: _jd().FairGrad(**(dict(alpha=1.0)|kw)), "FairGrad: alpha-fair utilities, alpha=1 (Ban & Ji 2024)"),
+    'excess-mtl':  (lambda k, **kw: _jd().ExcessMTL(**kw), "ExcessMTL: robust weighting by excess risk (He et al. 2024)"),
+    'pcd':         (lambda k, **kw: _jd().PCD(**kw), "PCD: TorchJD's PCD aggregator"),
+    'rgw':         (lambda k, **kw: _jd().Random(**kw), "RGW: random gradient weighting (Lin et al. 2022)"),
 }
 
+
+# %% ../../nbs/04_mtl.weighting.ipynb #4808f8b5
 class JDAggregation(Weighting):
     "Gradient-level weighting by the TorchJD aggregator registered as `name` (the learner calls it in `before_backward`)"
     kind = 'grad'
     def __init__(self, name:str, **kw): super().__init__(); self.jd_name, self.kw, self.agg = name, kw, None
     def setup(self, task_names, model=None):
         super().setup(task_names, model)
-        self.agg, self.model, self.last_w = _JD[self.jd_name][0](len(task_names)), [model], None
+        try: self.agg = _JD[self.jd_name][0](len(task_names), **self.kw)
+        except TypeError as e: raise MtlsynError(f"TorchJD aggregator {self.jd_name!r} rejects the keyword arguments {', '.join(self.kw)}: {e}") from e
+        self.model, self.last_w = [model], None
         return self
     def forward(self, losses):
         L = _stack(losses); n = len(L)
         w = self.last_w if self.last_w is not None else [1/n]*n
         return L.mean(), {k: float(v) for k,v in zip(losses, w)}
     def before_backward(self, learn):
-        from torchjd.autojac import mtl_backward, backward, jac_to_grad
+        from torchjd.autojac import mtl_backward, jac_to_grad
         model = self.model[0]; losses = list(learn.loss_func.last.values())
-        reenc = any(getattr(t, 'registry_name', '') in ('denoise','consistency') for t in model.tasks.values())
+        reenc = any(t.reencodes_image for t in model.tasks.values())
         if reenc or model.last_shared.dtype != torch.float32:   # re-encoding tasks; autocast features (bf16/fp16)
             w = self._loop_backward(losses, model)
         else:
@@ -218,25 +226,30 @@ class JDAggregation(Weighting):
         self.last_w = [float('nan')]*len(losses) if w is None else w.detach().float().cpu().tolist()
         return True
 
-    def _loop_backward(self, losses, model):
-        "One backward per task: a float32 Jacobian of the image encoder's parameters, aggregated; other parameters get the sum of their task gradients"
-        shared = [p for p in model.image_encoder.parameters() if p.requires_grad]
-        ids = {id(p) for p in shared}
-        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
-        params = shared + rest; rows, other = [], [None]*len(rest)
-        for i,l in enumerate(losses):
-            gs = torch.autograd.grad(l, params, retain_graph=i < len(losses)-1, allow_unused=True)
-            rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).float().flatten() for g,p in zip(gs[:len(shared)], shared)]))
-            for j,g in enumerate(gs[len(shared):]):
-                if g is not None: other[j] = g if other[j] is None else other[j] + g
-        J = torch.stack(rows); v = self.agg(J); i = 0
-        for p in shared:
-            g = v[i:i+p.numel()].view_as(p).to(p.dtype); i += p.numel()
-            p.grad = g if p.grad is None else p.grad + g
-        for p,g in zip(rest, other):
-            if g is not None: p.grad = g if p.grad is None else p.grad + g
-        return self.agg.weighting(J) if hasattr(self.agg, 'weighting') else None
 
+# %% ../../nbs/04_mtl.weighting.ipynb #3c3e2c9f
+@patch
+def _loop_backward(self:JDAggregation, losses, model):
+    "One backward per task: a float32 Jacobian of the image encoder's parameters, aggregated; other parameters get the sum of their task gradients"
+    shared = [p for p in model.image_encoder.parameters() if p.requires_grad]
+    ids = {id(p) for p in shared}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    params = shared + rest; rows, other = [], [None]*len(rest)
+    for i,l in enumerate(losses):
+        gs = torch.autograd.grad(l, params, retain_graph=i < len(losses)-1, allow_unused=True)
+        rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).float().flatten() for g,p in zip(gs[:len(shared)], shared)]))
+        for j,g in enumerate(gs[len(shared):]):
+            if g is not None: other[j] = g if other[j] is None else other[j] + g
+    J = torch.stack(rows); v = self.agg(J); i = 0
+    for p in shared:
+        g = v[i:i+p.numel()].view_as(p).to(p.dtype); i += p.numel()
+        p.grad = g if p.grad is None else p.grad + g
+    for p,g in zip(rest, other):
+        if g is not None: p.grad = g if p.grad is None else p.grad + g
+    return self.agg.weighting(J) if hasattr(self.agg, 'weighting') else None
+
+
+# %% ../../nbs/04_mtl.weighting.ipynb #66ebf6a0
 def _register_jd(name, doc):
     cls = type(f"JD_{name.replace('-','_')}", (JDAggregation,), {
         '__init__': lambda self, **kw: JDAggregation.__init__(self, name, **kw), '__doc__': doc})
