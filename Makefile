@@ -59,19 +59,20 @@ study: venv
 bench: venv
 	@for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
-## make docs: Quarto site with nbdev-docs where Quarto is installed; else nbdev's processing + nbconvert HTML
+## make docs: the Quarto site with nbdev-docs where Quarto is installed; else tools/build_docs.py renders the same
+## pages from nbdev's processing (titles, the _quarto.yml sidebar, cell options, local links) into _docs/
 docs: venv
 	@if command -v quarto >/dev/null 2>&1; then \
 	  echo "docs: Quarto found: building the site with nbdev-docs into _docs/"; $(BIN)/nbdev-docs; \
 	else \
-	  echo "docs: Quarto not found: processing notebooks with nbdev.serve.proc_nbs and rendering with jupyter nbconvert --to html into _docs/"; \
+	  echo "docs: Quarto not found: rendering nbdev's processed notebooks with tools/build_docs.py into _docs/"; \
 	  $(BIN)/python tools/build_docs.py; \
 	fi
 
-## make readme: README.md from nbs/index.ipynb
+## make readme: README.md from nbs/index.ipynb (the only target that writes README.md)
 readme: venv
 	@if command -v quarto >/dev/null 2>&1; then $(BIN)/nbdev-readme; \
-	else $(BIN)/python tools/build_docs.py --readme-only; fi
+	else $(BIN)/python tools/build_docs.py --readme; fi
 
 clean:
 	rm -rf _proc _docs runs .pytest_cache

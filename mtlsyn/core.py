@@ -115,6 +115,14 @@ def cache_dir(*parts:str)->Path:
     return p
 
 # %% ../nbs/00_core.ipynb #f0e85be4
+def _umask()->int:
+    "The process umask, read without changing it where Linux shows it (else set and restored at once)"
+    try:
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('Umask:'): return int(line.split()[1], 8)
+    except OSError: pass
+    m = os.umask(0o022); os.umask(m); return m
+
 def atomic_write(path:str|Path, data:str|bytes|Callable[[Path],Any]):
     "Write `data` (text, bytes, or a function that writes a given path) to `path` through a temporary file and a rename"
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,6 +132,7 @@ def atomic_write(path:str|Path, data:str|bytes|Callable[[Path],Any]):
         if callable(data): data(tmp)
         elif isinstance(data, bytes): tmp.write_bytes(data)
         else: tmp.write_text(data)
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600: give collaborators what a plain open() would
         os.replace(tmp, path)
     finally: tmp.unlink(missing_ok=True)
     return path

@@ -1,4 +1,4 @@
-"""Tables with confidence intervals, paired differences against a baseline, learning curves and a Markdown page from a study folder
+"""From a study folder to a reviewed report: a shared convergence target with censoring, paired statistics, memory, accuracy and figures
 
 Docs: https://mtlsyn.github.io/mtlsyn/report.html.md"""
 
@@ -6,16 +6,24 @@ Docs: https://mtlsyn.github.io/mtlsyn/report.html.md"""
 
 # %% ../nbs/08_report.ipynb #2d5f7e67
 from __future__ import annotations
-import json
+import json, re
+from dataclasses import dataclass
 from pathlib import Path
+import yaml
 from .core import *
-import numpy as np
+import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from fastcore.script import call_parse
 from .study import ResultsStore, summarize, format_table, mean_ci, table_cols, lead_task, main_metric
+from .model.tasks import metric_higher_is_better, tasks as task_registry
 
 # %% auto #0
-__all__ = ['load_results', 'paired_deltas', 'load_curves', 'plot_curves', 'plot_costs', 'write_report', 'mtlsyn_report']
+__all__ = ['AXES', 'ACC_KEYS', 'load_results', 'results_frame', 'load_curves', 'study_config', 'settings_of', 'setting_labels',
+           'find_setting', 'Target', 'shared_target', 'time_to_target', 'seconds_unreliable', 'convergence_frame',
+           'km_median', 'convergence_table', 'paired_tests', 'paired_deltas', 'grid_factors', 'anova_grid', 'delta_m',
+           'below_majority', 'accuracy_table', 'captions_note', 'memory_table', 'plot_val_curves', 'plot_km',
+           'plot_memory', 'plot_pareto', 'plot_task_weights', 'plot_accuracy', 'plot_curves', 'plot_costs',
+           'write_report', 'mtlsyn_report']
 
 # %% ../nbs/08_report.ipynb #9f3889d3
 def load_results(out:str|Path)->list[dict]:
@@ -28,15 +36,167 @@ def load_results(out:str|Path)->list[dict]:
         for r in ResultsStore(f).records(): by_id[r.get('run_id')] = r
     return list(by_id.values())
 
-# %% ../nbs/08_report.ipynb #8b64932e
+def results_frame(out:str|Path)->pd.DataFrame:
+    "Every run record of the study folder `out` (merged over shards) as one row per run, all statuses"
+    return pd.DataFrame(load_results(out))
+
+def load_curves(out:str|Path, run_id:str)->dict|None:
+    "The saved curves of `run_id` in the study folder `out` (None if missing)"
+    p = Path(out)/'runs'/run_id/'curves.json'
+    return json.loads(p.read_text()) if p.exists() else None
+
+def study_config(out:str|Path)->dict:
+    "The study's configuration saved as `study.yaml` in the study folder `out` (empty if there is none)"
+    p = Path(out)/'study.yaml'
+    return (yaml.safe_load(p.read_text()) or {}) if p.exists() else {}
+
+# %% ../nbs/08_report.ipynb #aa4011ca
+def settings_of(records:list[dict])->list[str]:
+    "The settings (`cfg_setting`) of `records`, in the order they first appear"
+    return list(dict.fromkeys(r.get('cfg_setting') or 'base' for r in records))
+
+def setting_labels(settings:list[str])->dict:
+    "Short labels `S1`, `S2`, ... of `settings`, in order"
+    return {s: f"S{i+1}" for i,s in enumerate(settings)}
+
+def find_setting(settings:list[str], part:str)->str:
+    "The one setting among `settings` equal to, or else containing, `part`; a one-line `MtlsynError` otherwise"
+    if part in settings: return part
+    hits = [s for s in settings if str(part) in s]
+    if len(hits) == 1: return hits[0]
+    why = 'is ambiguous' if hits else 'names no setting'
+    raise MtlsynError(f"baseline {part!r} {why}: pass a unique part of one of {'; '.join(settings)}")
+
+# %% ../nbs/08_report.ipynb #5242861f
+@dataclass
+class Target:
+    "A shared convergence target: val `metric` reaches `value` (`higher` is better), set against `baseline` by `rule`"
+    metric: str; value: float; higher: bool; baseline: str; rule: str
+
+def _evals(curves:dict|None, metric:str)->pd.DataFrame:
+    "One row per evaluation: cumulative `epoch, step, samples, flops, seconds` and the val `metric` (`value`)"
+    cols = ['epoch', 'step', 'samples', 'flops', 'seconds']
+    if not curves: return pd.DataFrame(columns=cols+['value'])
+    if curves.get('evals'):
+        ev = pd.DataFrame(curves['evals']).reindex(columns=cols+[f'val_{metric}'])
+        return ev.rename(columns={f'val_{metric}': 'value'}).astype(float)
+    if metric not in curves.get('names', []): return pd.DataFrame(columns=cols+['value'])
+    i = curves['names'].index(metric)   # older curves: one row per epoch, no cumulative amounts
+    return pd.DataFrame({'epoch': np.arange(1, len(curves['values'])+1, dtype=float),
+                         'value': [np.nan if v[i] is None else v[i] for v in curves['values']]}).reindex(columns=cols+['value'])
+
+def _best_val(out, r:dict, metric:str, higher:bool)->float:
+    "The best val `metric` over the evaluations of run `r` (else its record's best or val value)"
+    v = _evals(load_curves(out, r['run_id']), metric)['value'].dropna()
+    if len(v): return float(v.max() if higher else v.min())
+    b = r.get(f"conv_{metric.split('_')[0]}_best", r.get(f'val_{metric}'))
+    return np.nan if b is None else float(b)
+
+# %% ../nbs/08_report.ipynb #c7563fb6
+def shared_target(out:str|Path, records:list[dict]|None=None, baseline:str|None=None)->Target:
+    "The shared `Target` of the study folder `out`: its `targets:` value, else `target_frac` × the `baseline` setting's mean best val"
+    records = records if records is not None else load_results(out)
+    cfg, ok = study_config(out), [r for r in records if r.get('status') == 'ok']
+    if not ok: raise MtlsynError(f"no completed run in {out}: a report needs at least one run with status 'ok'")
+    metric = main_metric(lead_task(records)); higher = metric_higher_is_better(metric)
+    base = find_setting(settings_of(records), baseline or cfg.get('baseline') or settings_of(records)[0])
+    if metric in (cfg.get('targets') or {}):
+        return Target(metric, float(cfg['targets'][metric]), higher, base, f"val {metric} {'≥' if higher else '≤'} {cfg['targets'][metric]} (absolute, from `targets:` in the study)")
+    frac = float(cfg.get('target_frac') or 0.95)
+    best = [_best_val(out, r, metric, higher) for r in ok if r.get('cfg_setting') == base]
+    m = float(np.nanmean(best)) if best else np.nan
+    v = m*frac if higher else m/frac
+    return Target(metric, v, higher, base, f"val {metric} {'≥' if higher else '≤'} {v:.4g}: {frac:g} × the mean best val {metric} "
+                  f"({m:.4g}, n={len(best)}) of the baseline `{base}`" if higher else f"val {metric} ≤ {v:.4g}: the mean best ({m:.4g}) / {frac:g}")
+
+# %% ../nbs/08_report.ipynb #2fa0dbca
+AXES = {'flops': 'FLOPs', 'samples': 'samples', 'step': 'optimizer steps', 'seconds': 'seconds', 'epoch': 'epochs'}
+
+def time_to_target(ev:pd.DataFrame, target:Target)->dict:
+    "From one run's evaluations `ev` (see `_evals`): `reached`, and per axis of `AXES` the amount at the target (or the last one: censored)"
+    hit = (ev['value'] >= target.value) if target.higher else (ev['value'] <= target.value)
+    if not len(ev): return dict(reached=False, **{a: np.nan for a in AXES})
+    row = ev[hit].iloc[0] if hit.any() else ev.iloc[-1]
+    return dict(reached=bool(hit.any()), **{a: float(row[a]) for a in AXES})
+
+def seconds_unreliable(r:dict)->bool:
+    "Whether run record `r`'s load average (`env_load_start`/`env_load_end`) exceeded its `env_cores`"
+    load, cores = [r.get(k) for k in ('env_load_start', 'env_load_end') if r.get(k) is not None], r.get('env_cores')
+    return bool(cores and load and max(load) > cores)
+
+# %% ../nbs/08_report.ipynb #438626d4
+def convergence_frame(out:str|Path, target:Target, records:list[dict]|None=None)->pd.DataFrame:
+    "One row per run of the study folder `out`: whether it `reached` `target` (never unless `ok`) and its time on every axis"
+    records = records if records is not None else load_results(out)
+    rows = []
+    for r in records:
+        t = time_to_target(_evals(load_curves(out, r['run_id']), target.metric), target)
+        t['reached'] = t['reached'] and r.get('status') == 'ok'
+        rows.append(dict(run_id=r['run_id'], setting=r.get('cfg_setting') or 'base', seed=r.get('seed'),
+                         status=r.get('status'), **t, seconds_unreliable=seconds_unreliable(r)))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/08_report.ipynb #bf4bad79
+def km_median(times, reached)->float:
+    "Kaplan–Meier median of `times` where `reached` marks events and the rest are censored (NaN: not reached)"
+    from statsmodels.duration.survfunc import SurvfuncRight
+    t, e = np.asarray(times, float), np.asarray(reached, int)
+    keep = np.isfinite(t)
+    if not keep.any(): return np.nan
+    return float(SurvfuncRight(t[keep], e[keep]).quantile(0.5))
+
+# %% ../nbs/08_report.ipynb #46998d2b
+def convergence_table(conv:pd.DataFrame, labels:dict)->pd.DataFrame:
+    "Per setting of `conv` (from `convergence_frame`): reached k of n, and the Kaplan–Meier median on each axis"
+    rows = []
+    for s, g in conv.groupby('setting', sort=False):
+        row = {'setting': labels.get(s, s), 'reached': f"{int(g.reached.sum())} of {len(g)}"}
+        for a, name in AXES.items():
+            gg = g[~g.seconds_unreliable] if a == 'seconds' else g
+            row[f'median {name}'] = km_median(gg[a], gg.reached)
+        row['seconds unreliable'] = int(g.seconds_unreliable.sum())
+        row['not converged'] = ', '.join(f"seed {x.seed} ({x.status})" for x in g.itertuples() if x.status != 'ok') or '—'
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+# %% ../nbs/08_report.ipynb #15da57cd
+def _pairs(frame:pd.DataFrame, col:str, setting:str, baseline:str)->np.ndarray:
+    "The per-seed differences `setting` − `baseline` of `col` over the seeds both have (ok runs only)"
+    ok = frame[frame.status == 'ok']
+    a, b = [ok[ok.cfg_setting == s].set_index('seed')[col].astype(float) for s in (setting, baseline)]
+    d = (a - b).dropna()
+    return d.to_numpy()
+
+def _paired_stats(d:np.ndarray)->dict:
+    from scipy import stats
+    from statsmodels.stats.power import TTestPower
+    n = len(d); m, h, _ = mean_ci(d); sd = d.std(ddof=1) if n > 1 else np.nan
+    p_t = stats.ttest_rel(d, np.zeros(n)).pvalue if n > 1 and sd > 0 else np.nan
+    try: p_w = stats.wilcoxon(d).pvalue
+    except ValueError: p_w = np.nan
+    try: mde = TTestPower().solve_power(nobs=n, alpha=0.05, power=0.8) * sd
+    except Exception: mde = np.nan
+    return dict(n=n, diff=m, ci=h, p_t=p_t, p_wilcoxon=p_w, dz=m/sd if sd and sd > 0 else np.nan, mde=mde)
+
+# %% ../nbs/08_report.ipynb #075ff7cd
+def paired_tests(frame:pd.DataFrame, col:str, baseline:str)->pd.DataFrame:
+    "Per setting of `frame` (from `results_frame`): paired differences of `col` against `baseline` by seed, tests, d_z, Holm p and MDE"
+    from statsmodels.stats.multitest import multipletests
+    rows = [dict(setting=s, **_paired_stats(_pairs(frame, col, s, baseline)))
+            for s in dict.fromkeys(frame.cfg_setting) if s != baseline]
+    df = pd.DataFrame(rows, columns=['setting', 'n', 'diff', 'ci', 'p_t', 'p_wilcoxon', 'dz', 'mde'])
+    p = df.p_t.to_numpy(float); ok = np.isfinite(p); df['p_holm'] = np.nan
+    if ok.any(): df.loc[ok, 'p_holm'] = multipletests(p[ok], method='holm')[1]
+    df['warning'] = np.where(df.n < 5, 'n < 5: low power', '')
+    return df
+
+# %% ../nbs/08_report.ipynb #cc6b5c9f
 def paired_deltas(records:list[dict], baseline:str|None=None, cols:list|None=None, by:str='cfg_setting'):
     "Per setting, mean ± 95% CI over shared seeds of (setting − `baseline`) for `cols` (default: `table_cols`; default baseline: the first setting)"
-    import pandas as pd
     ok = [r for r in records if r.get('status') == 'ok']
     settings = list(dict.fromkeys(r.get(by) for r in ok))
     if not settings: return pd.DataFrame()
-    baseline = baseline or settings[0]
-    if baseline not in settings: raise MtlsynError(f"baseline {baseline!r} is not a setting of this study: choose one of {settings}")
+    baseline = find_setting(settings, baseline) if baseline else settings[0]
     cols = [c for c in (cols or table_cols(records)) if any(c in r for r in ok)]
     base = {r['seed']: r for r in ok if r.get(by) == baseline}
     rows = []
@@ -50,12 +210,236 @@ def paired_deltas(records:list[dict], baseline:str|None=None, cols:list|None=Non
         rows.append(row)
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_report.ipynb #c3c16336
-def load_curves(out:str|Path, run_id:str)->dict|None:
-    "The saved per-epoch curves of `run_id` in the study folder `out` (None if missing)"
-    p = Path(out)/'runs'/run_id/'curves.json'
-    return json.loads(p.read_text()) if p.exists() else None
+# %% ../nbs/08_report.ipynb #3f428c01
+def grid_factors(frame:pd.DataFrame, cfg:dict)->pd.DataFrame:
+    "One column per grid key of the study `cfg` (fields swept together joined), for the rows of `frame`"
+    cols = {}
+    for k in (cfg.get('grid') or {}):
+        ks = [x.strip() for x in str(k).split(',')]
+        if all(f'cfg_{x}' in frame for x in ks): cols['_'.join(ks)] = frame[[f'cfg_{x}' for x in ks]].astype(str).agg('/'.join, axis=1)
+    return pd.DataFrame(cols, index=frame.index)
 
+def anova_grid(frame:pd.DataFrame, col:str, cfg:dict)->pd.DataFrame|None:
+    "`AnovaRM` of `col` over the grid factors of `cfg` with seed as subject (None unless balanced with ≥2 seeds)"
+    from statsmodels.stats.anova import AnovaRM
+    ok = frame[(frame.status == 'ok') & frame[col].notna()] if col in frame else frame.iloc[:0]
+    fac = grid_factors(ok, cfg); fac = fac[[c for c in fac if fac[c].nunique() > 1]]
+    if fac.shape[1] == 0: return None
+    d = pd.concat([fac, ok[['seed', col]]], axis=1)
+    cells = int(np.prod([d[c].nunique() for c in fac]))
+    full = d.groupby('seed').filter(lambda g: len(g) == cells and len(g.drop_duplicates(list(fac))) == cells)
+    if full.seed.nunique() < 2: return None
+    return AnovaRM(full, col, 'seed', within=list(fac)).fit().anova_table
+
+# %% ../nbs/08_report.ipynb #618fc514
+def _task_metrics(frame:pd.DataFrame, task:str, split:str)->list[str]:
+    return [f'{task}_{m}' for m in task_registry[task].metric_names if f'{split}_{task}_{m}' in frame] if task in task_registry else []
+
+def delta_m(frame:pd.DataFrame, cfg:dict|None=None, split:str='test')->pd.DataFrame:
+    "Δm% (LibMTL) of each multi-task setting of `frame` against the single-task settings matching it in the other grid fields"
+    ok = frame[frame.status == 'ok'].copy()
+    fac = grid_factors(ok, cfg or {}); other = [c for c in fac if c != 'tasks']
+    ok['_other'] = fac[other].astype(str).agg('|'.join, axis=1) if other else ''
+    means = ok.groupby('cfg_setting', sort=False).mean(numeric_only=True)
+    rows = []
+    for s, g in ok.groupby('cfg_setting', sort=False):
+        ts = str(g.cfg_tasks.iloc[0]).split('+')
+        if len(ts) < 2: continue
+        per_task, used = [], []
+        for task in ts:
+            single = ok[(ok.cfg_tasks == task) & (ok._other == g._other.iloc[0])].cfg_setting.unique()
+            ms = _task_metrics(ok, task, split)
+            if len(single) != 1 or not ms: continue
+            b = means.loc[single[0]]
+            per_task.append(np.mean([(1 if metric_higher_is_better(m) else -1) * (means.loc[s, f'{split}_{m}'] - b[f'{split}_{m}']) / b[f'{split}_{m}'] for m in ms]))
+            used.append(task)
+        rows.append(dict(setting=s, delta_m_pct=100*np.mean(per_task) if per_task else np.nan, tasks=', '.join(used) or '—'))
+    return pd.DataFrame(rows, columns=['setting', 'delta_m_pct', 'tasks'])
+
+# %% ../nbs/08_report.ipynb #ab0b2cbd
+ACC_KEYS = {'auc': 'AUC', 'acc': 'ACC', 'bacc': 'bACC', 'ece': 'ECE'}
+
+def _cell(x, digits:int=4)->str:
+    "`mean ± 95% CI` of the finite values of `x`, the mean to `digits` significant digits (`—` when there are none)"
+    m, h, n = mean_ci(list(x))
+    if not n: return '—'
+    return f"{m:.{digits}g}" + (f" ± {h:.2g}" if np.isfinite(h) else '')
+
+def below_majority(frame:pd.DataFrame, split:str='test')->pd.Series:
+    "Whether each run's `<split>_classify_acc` is below its `<split>_classify_majority_rate`"
+    a, m = (frame.get(f'{split}_classify_{k}') for k in ('acc', 'majority_rate'))
+    if a is None or m is None: return pd.Series(False, index=frame.index)
+    return (a.astype(float) < m.astype(float)).fillna(False)
+
+# %% ../nbs/08_report.ipynb #9b6ac0e5
+def accuracy_table(frame:pd.DataFrame, labels:dict, metric:str='classify_auc')->pd.DataFrame:
+    "Per setting of `frame`: test AUC, ACC, bACC, ECE (mean ± CI), runs below the majority rate, and the val − test gap of `metric`"
+    ok = frame[frame.status == 'ok']
+    rows = []
+    for s, g in ok.groupby('cfg_setting', sort=False):
+        row = {'setting': labels.get(s, s), 'n': len(g)}
+        for k, name in ACC_KEYS.items():
+            c = f'test_classify_{k}'
+            if c in g: row[f'test {name}'] = _cell(g[c].astype(float))
+        if 'test_classify_majority_rate' in g: row['majority rate'] = _cell(g['test_classify_majority_rate'].astype(float))
+        row['ACC < majority'] = f"{int(below_majority(g).sum())} of {len(g)}"
+        if f'val_{metric}' in g and f'test_{metric}' in g: row[f'val − test {metric}'] = _cell(g[f'val_{metric}'].astype(float) - g[f'test_{metric}'].astype(float))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+# %% ../nbs/08_report.ipynb #bf73b456
+def captions_note(frame:pd.DataFrame)->str:
+    "A sentence on what the captions of the text-using runs of `frame` are (class names only, or per image)"
+    ok = frame[(frame.status == 'ok') & frame.get('cfg_tasks', pd.Series('', index=frame.index)).astype(str).str.contains('contrastive')]
+    if not len(ok): return ''
+    cap = ok.get('text_captions', ok.get('cfg_captions', pd.Series('class', index=ok.index))).fillna('class').astype(str)
+    if (cap == 'class').all(): return "Captions are class names only: the contrastive task sees no text beyond the labels."
+    return f"Captions: {', '.join(f'{k} ({v} runs)' for k,v in cap.value_counts().items())}."
+
+# %% ../nbs/08_report.ipynb #1812fd04
+def _act_keys(frame)->list[str]:
+    return sorted(c for c in frame if re.fullmatch(r'mem_(.+)_activations_mb', c))
+
+def memory_table(frame:pd.DataFrame, labels:dict)->pd.DataFrame:
+    "Per setting of `frame`, mean MB of the fixed parts (base RSS, frozen weights) and training parts (fit RSS delta, params, grads, optimizer, activations per part)"
+    ok = frame[frame.status == 'ok']
+    cols = {'mem_base_rss_mb': 'fixed: base RSS', 'mem_frozen_mb': 'fixed: frozen weights', 'mem_fit_rss_delta_mb': 'training: fit RSS Δ',
+            'mem_params_mb': 'training: params', 'mem_grads_mb': 'training: grads', 'mem_optim_mb': 'training: optimizer',
+            **{k: f"training: act. {k[4:-15]}" for k in _act_keys(ok)}}
+    cols = {k: v for k,v in cols.items() if k in ok}
+    t = ok.groupby('cfg_setting', sort=False)[list(cols)].mean(numeric_only=True).rename(columns=cols)
+    t.index = [labels.get(s, s) for s in t.index]
+    return t.rename_axis('setting').reset_index()
+
+# %% ../nbs/08_report.ipynb #ab41150f
+def _fig(n:int=1, w:float=4.2, h:float=3.2):
+    fig, axs = plt.subplots(1, n, figsize=(w*n, h), squeeze=False)
+    return fig, axs[0]
+
+def _curve_band(xs:list, ys:list, n:int=60):
+    "Mean and sd over runs of `ys` interpolated on a common grid of `xs` (up to the shortest run)"
+    hi = min(x[-1] for x in xs); g = np.linspace(min(x[0] for x in xs), hi, n)
+    y = np.array([np.interp(g, x, v) for x,v in zip(xs, ys)])
+    return g, y.mean(0), y.std(0)
+
+def plot_val_curves(out:str|Path, records:list[dict], target:Target, labels:dict, axes=('flops', 'samples', 'step', 'seconds')):
+    "Val `target.metric` against each of `axes` (cumulative): mean ± sd over seeds per setting, the target dashed"
+    fig, axs = _fig(len(axes))
+    for s, lab in labels.items():
+        evs = [_evals(load_curves(out, r['run_id']), target.metric) for r in records if r.get('cfg_setting') == s and r.get('status') == 'ok']
+        for ax, a in zip(axs, axes):
+            ok = [e[[a, 'value']].dropna() for e in evs]; ok = [e for e in ok if len(e) > 1]
+            if not ok: continue
+            g, m, sd = _curve_band([e[a].to_numpy() for e in ok], [e['value'].to_numpy() for e in ok])
+            ax.plot(g, m, label=f"{lab} (n={len(ok)})"); ax.fill_between(g, m-sd, m+sd, alpha=0.15)
+    for ax, a in zip(axs, axes):
+        ax.axhline(target.value, ls='--', c='k', lw=0.8); ax.set_xlabel(f"{AXES[a]} (cumulative)"); ax.grid(alpha=0.3)
+        ax.set_ylabel(f"val {target.metric}"); ax.set_title(f"val {target.metric} vs {AXES[a]}", fontsize=9)
+    if axs[0].get_legend_handles_labels()[0]: axs[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/08_report.ipynb #6395c8b1
+def plot_km(conv:pd.DataFrame, labels:dict, axes=('flops', 'samples')):
+    "Kaplan–Meier share of runs that reached the shared target against each of `axes`, censored runs marked +"
+    from statsmodels.duration.survfunc import SurvfuncRight
+    fig, axs = _fig(len(axes))
+    for ax, a in zip(axs, axes):
+        for s, g in conv.groupby('setting', sort=False):
+            g = g[np.isfinite(g[a])]
+            if not len(g): continue
+            sf = SurvfuncRight(g[a].to_numpy(float), g.reached.to_numpy(int))
+            x = np.r_[0, sf.surv_times, g[a].max()]; y = 1 - np.r_[1, sf.surv_prob, sf.surv_prob[-1] if len(sf.surv_prob) else 1]
+            line = ax.step(x, y, where='post', label=f"{labels.get(s, s)} ({int(g.reached.sum())}/{len(g)})")[0]
+            c = g[~g.reached]; idx = np.searchsorted(x, c[a].to_numpy(), side='right') - 1
+            ax.plot(c[a], y[np.clip(idx, 0, len(y)-1)], '+', c=line.get_color(), ms=9)
+        ax.set_xlabel(f"{AXES[a]} to target"); ax.set_ylabel('share of runs at target'); ax.set_ylim(-0.03, 1.03)
+        ax.set_title(f"time to the shared target ({AXES[a]})", fontsize=9); ax.grid(alpha=0.3)
+    if axs[0].get_legend_handles_labels()[0]: axs[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/08_report.ipynb #1e3489df
+def plot_memory(mt:pd.DataFrame):
+    "Stacked bars per setting of `memory_table` `mt`: fixed parts (left) and training parts (right), MB (None without memory columns)"
+    if mt.shape[1] < 2: return None
+    fig, axs = _fig(2, w=4.6)
+    for ax, kind in zip(axs, ('fixed', 'training')):
+        cols = [c for c in mt.columns if c.startswith(kind+':') and c != 'training: fit RSS Δ']
+        if kind == 'fixed' and {'fixed: base RSS', 'fixed: frozen weights'} <= set(mt.columns):
+            parts = {'frozen weights': mt['fixed: frozen weights'], 'rest of base RSS': (mt['fixed: base RSS'] - mt['fixed: frozen weights']).clip(lower=0)}
+        else: parts = {c.split(': ', 1)[1]: mt[c] for c in cols}
+        bottom = np.zeros(len(mt))
+        for name, v in parts.items():
+            v = np.nan_to_num(v.to_numpy(float)); ax.bar(mt.setting, v, bottom=bottom, label=name); bottom += v
+        if kind == 'training' and 'training: fit RSS Δ' in mt: ax.plot(mt.setting, mt['training: fit RSS Δ'], 'k_', ms=20, mew=2, label='fit RSS Δ')
+        ax.set_ylabel('MB (mean over seeds)'); ax.set_title(f"{kind} memory", fontsize=9); ax.grid(axis='y', alpha=0.3)
+        if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=6, loc='upper left', bbox_to_anchor=(1, 1))
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/08_report.ipynb #8ae43d49
+def _front(x, y, higher:bool)->np.ndarray:
+    "Indices of the points of (`x` cost, `y` quality) no other point beats on both"
+    q = np.asarray(y) if higher else -np.asarray(y)
+    return np.array([i for i in range(len(x)) if np.isfinite(x[i]) and not any(
+        (x[j] <= x[i] and q[j] >= q[i]) and (x[j] < x[i] or q[j] > q[i]) for j in range(len(x)) if np.isfinite(x[j]))], int)
+
+def plot_pareto(frame:pd.DataFrame, ct:pd.DataFrame, target:Target, labels:dict):
+    "Test `target.metric` (mean ± 95% CI) against median FLOPs to target and against training memory; the Pareto front joined"
+    ok = frame[frame.status == 'ok']; col = f'test_{target.metric}'
+    mem = 'mem_fit_rss_delta_mb' if 'mem_fit_rss_delta_mb' in ok else 'mem_peak_rss_mb'
+    if col not in ok: return None
+    st = [(labels[s], *mean_ci(g[col].astype(float))[:2], g[mem].astype(float).mean() if mem in g else np.nan) for s, g in ok.groupby('cfg_setting', sort=False)]
+    lab, m, h, mm = map(np.array, zip(*st))
+    flops = ct.set_index('setting').reindex(lab)['median FLOPs'].to_numpy(float)
+    fig, axs = _fig(2)
+    for ax, x, name in zip(axs, (flops, mm), ('median FLOPs to target', f"training memory ({mem}, MB)")):
+        ax.errorbar(x, m, yerr=np.nan_to_num(h), fmt='o', capsize=3)
+        for i, l in enumerate(lab): ax.annotate(l, (x[i], m[i]), fontsize=7, xytext=(3, 3), textcoords='offset points')
+        f = _front(x, m, target.higher); f = f[np.argsort(x[f])] if len(f) else f
+        ax.plot(x[f], m[f], 'k--', lw=0.8); ax.set_xlabel(name); ax.set_ylabel(col); ax.grid(alpha=0.3)
+        ax.set_title(f"{col} vs {name.split(' (')[0]}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/08_report.ipynb #5d53cadb
+def plot_task_weights(out:str|Path, records:list[dict], labels:dict):
+    "Mean over seeds of each task's loss weight against optimizer steps, per setting whose weighting changes weights (None if none does)"
+    series = {}
+    for r in records:
+        c = load_curves(out, r['run_id']) if r.get('status') == 'ok' else None
+        if c and c.get('task_weights'): series.setdefault(r.get('cfg_setting'), []).append(pd.DataFrame(c['task_weights']).set_index('step'))
+    series = {s: v for s,v in series.items() if any(d.nunique().max() > 1 for d in v)}
+    if not series: return None
+    fig, axs = _fig(len(series))
+    for ax, (s, v) in zip(axs, series.items()):
+        d = pd.concat(v).groupby(level=0).agg(['mean', 'std'])
+        for task in dict.fromkeys(c[0] for c in d.columns):
+            ax.plot(d.index, d[(task, 'mean')], label=task)
+            ax.fill_between(d.index, d[(task, 'mean')] - d[(task, 'std')].fillna(0), d[(task, 'mean')] + d[(task, 'std')].fillna(0), alpha=0.2)
+        ax.set_xlabel('optimizer steps'); ax.set_ylabel('loss weight'); ax.set_title(f"task weights, {labels.get(s, s)} (n={len(v)})", fontsize=9)
+        ax.legend(fontsize=7); ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/08_report.ipynb #a6ef8803
+def plot_accuracy(frame:pd.DataFrame, labels:dict):
+    "Test AUC, ACC, balanced ACC and ECE per setting (mean ± 95% CI over seeds); the majority-class rate dashed on ACC"
+    ok = frame[frame.status == 'ok']; keys = [k for k in ACC_KEYS if f'test_classify_{k}' in ok]
+    if not keys: return None
+    fig, axs = _fig(max(1, len(keys)), w=3.2)
+    groups = list(ok.groupby('cfg_setting', sort=False))
+    for ax, k in zip(axs, keys):
+        st = [mean_ci(g[f'test_classify_{k}'].astype(float))[:2] for _, g in groups]
+        ax.bar([labels.get(s, s) for s, _ in groups], [x[0] for x in st], yerr=np.nan_to_num([x[1] for x in st]), capsize=3, alpha=0.8)
+        if k == 'acc' and 'test_classify_majority_rate' in ok: ax.axhline(ok.test_classify_majority_rate.mean(), ls='--', c='k', lw=0.8, label='majority rate')
+        ax.set_title(f"test {ACC_KEYS[k]}" + (' (lower is better)' if k == 'ece' else ''), fontsize=9)
+        ax.set_ylabel(f"{ACC_KEYS[k]} (fraction)"); ax.grid(axis='y', alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/08_report.ipynb #c3c16336
 def plot_curves(out:str|Path, records:list[dict]|None=None, metric:str|None=None, by:str='cfg_setting', ax=None):
     "Mean ± sd over seeds of the per-epoch validation `metric` (default: the study's `main_metric`), one line per setting"
     records = records if records is not None else load_results(out)
@@ -89,41 +473,109 @@ def plot_costs(records:list[dict], cols:list|None=None, by:str='cfg_setting'):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/08_report.ipynb #88dcfff1
-def write_report(out:str|Path, baseline:str|None=None)->Path:
-    "Write `report.md`, `curves.png` and `costs.png` into the study folder `out`; return the report's path"
-    out = Path(out); records = load_results(out)
-    ok = [r for r in records if r.get('status') == 'ok']
-    failed = [r for r in records if r.get('status') != 'ok']
-    ax = plot_curves(out, records); ax.figure.tight_layout(); ax.figure.savefig(out/'curves.png', dpi=110); plt.close(ax.figure)
-    fig = plot_costs(records); fig.savefig(out/'costs.png', dpi=110); plt.close(fig)
-    deltas = paired_deltas(records, baseline=baseline)
-    env = ok[0] if ok else {}
-    lines = [f"# Study report: {out.name}", '',
-             f"{len(ok)} runs ok, {len(failed)} failed. torch {env.get('env_torch')}, device {env.get('env_device')}, CPU {env.get('env_cpu')}, git {env.get('git_rev')}.", '',
-             '## Mean ± 95% CI over seeds', '', '```', format_table(summarize(records)), '```', '']
-    if len(deltas):
-        lines += ['## Paired differences against the baseline (same seeds)', '', '```', _format_deltas(deltas), '```', '']
-    lines += ['## Learning curves', '', '![](curves.png)', '', '## Costs', '', '![](costs.png)', '']
-    for r in failed: lines.append(f"- failed `{r['run_id']}` ({r.get('cfg_setting')}, seed {r.get('seed')}): {r.get('error')}")
-    p = out/'report.md'; atomic_write(p, '\n'.join(lines) + '\n')
-    return p
+# %% ../nbs/08_report.ipynb #6430727a
+def _md(df:pd.DataFrame, digits:int=4)->str:
+    "`df` as a Markdown table, floats to `digits` significant digits"
+    if df is None or not len(df): return '(none)'
+    return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=f'.{digits}g', missingval='—')
 
-def _format_deltas(df)->str:
-    cols = [c for c in df.columns if c.startswith('d_') and not c.endswith('_ci')]
-    rows = [['setting', 'vs', 'pairs', *cols]]
-    for _, r in df.iterrows():
-        rows.append([str(r.iloc[0]), str(r['vs']), str(r['pairs']), *[('—' if not np.isfinite(r[c]) else f"{r[c]:+.3f}" + (f" ± {r[c+'_ci']:.3f}" if np.isfinite(r[c+'_ci']) else '')) for c in cols]])
-    w = [max(len(x[i]) for x in rows) for i in range(len(rows[0]))]
-    return '\n'.join('  '.join(c.ljust(w[i]) for i,c in enumerate(x)) for x in rows)
+def _save(fig, d:Path, name:str, title:str, caption:str, figs:list):
+    if fig is None: return
+    fig.suptitle(title, fontsize=10); fig.tight_layout(); fig.savefig(d/name, dpi=100); plt.close(fig)
+    figs += ['', f"![{title}]({name})", '', f"*{caption}*", '']
+
+def _summary_table(frame, labels, metric)->pd.DataFrame:
+    ok = frame[frame.status == 'ok']
+    cols = [c for c in (f'val_{metric}', f'test_{metric}', 'flops_per_sample', 'mem_fit_rss_delta_mb', 'mem_peak_rss_mb', 'time_fit_s') if c in ok]
+    return pd.DataFrame([{'setting': labels[s], 'n': len(g), **{c: _cell(g[c].astype(float)) for c in cols}}
+                         for s, g in ok.groupby('cfg_setting', sort=False)])
+
+# %% ../nbs/08_report.ipynb #023096a0
+def _convergence_md(d, out, frame, records, target, labels)->list[str]:
+    conv = convergence_frame(out, target, records); ct = convergence_table(conv, labels)
+    conv.to_csv(d/'convergence.csv', index=False)
+    figs = []
+    _save(plot_val_curves(out, records, target, labels), d, 'val_curves.png', f"val {target.metric} against compute",
+          "Mean ± 1 sd over seeds (band) of the val metric at each evaluation, interpolated on a common grid up to the shortest run; dashed: the shared target.", figs)
+    _save(plot_km(conv, labels), d, 'time_to_target.png', 'Time to the shared target (Kaplan–Meier)',
+          "Share of runs at the target (1 − Kaplan–Meier survival); + marks censored runs (target never reached, at their last evaluation). No band.", figs)
+    bad = conv[conv.status != 'ok']
+    return ['## Convergence to a shared target', '', f"**Target:** {target.rule}.", '',
+            "Time to target is the cumulative amount at the first evaluation that reaches the target; runs that never reach it are "
+            "censored at their last evaluation and count in *reached k of n*; medians are Kaplan–Meier medians (statsmodels "
+            "`SurvfuncRight`; —: not reached by half the runs). FLOPs is the primary axis, epochs secondary. Diverged or failed "
+            "runs never count as converged. Seconds leave out runs whose load average exceeded the machine's cores.", '',
+            _md(ct), '', *(["**Not converged (diverged or failed):** " + '; '.join(f"`{x.run_id}` {labels.get(x.setting, x.setting)} seed {x.seed}: {x.status}" for x in bad.itertuples())] if len(bad) else []),
+            *([f"**Seconds unreliable** (load > cores) for {int(conv.seconds_unreliable.sum())} runs: " + ', '.join(f"`{x}`" for x in conv[conv.seconds_unreliable].run_id)] if conv.seconds_unreliable.any() else []),
+            *figs], ct
+
+# %% ../nbs/08_report.ipynb #504b556f
+def _paired_md(d, out, frame, target, labels)->list[str]:
+    cfg = study_config(out); lines = ['## Paired comparisons', '']
+    for col in (f'test_{target.metric}', f'val_{target.metric}'):
+        if col not in frame: continue
+        pt = paired_tests(frame, col, target.baseline); pt['setting'] = pt.setting.map(lambda s: labels.get(s, s))
+        lines += [f"**{col}**, setting − baseline {labels[target.baseline]} by seed:", '', _md(pt), '']
+    if (frame.status == 'ok').groupby(frame.cfg_setting).sum().min() < 5: lines += ["**Warning:** fewer than 5 seeds in some setting: tests have little power; read the MDE column.", '']
+    lines += ["`diff`: mean paired difference (95% CI `ci`); `p_t`: paired t-test; `p_wilcoxon`: Wilcoxon signed-rank; "
+              "`dz`: Cohen's d_z; `p_holm`: t-test p Holm-adjusted over the settings compared; `mde`: the smallest difference "
+              "detectable with 80% power at α = 0.05 given the observed sd of the differences (statsmodels `TTestPower`).", '']
+    av = anova_grid(frame, f'test_{target.metric}', cfg)
+    if av is not None: lines += [f"Repeated-measures ANOVA of test_{target.metric} over the grid factors, seed as subject (statsmodels `AnovaRM`):", '', av.reset_index(names='effect').to_markdown(index=False, floatfmt='.4g'), '']
+    dm = delta_m(frame, cfg)
+    if len(dm): dm['setting'] = dm.setting.map(lambda s: labels.get(s, s)); lines += ["Δm% (LibMTL) of the multi-task settings on test means, against the single-task setting of each task matching in the other grid fields (tasks: those compared):", '', _md(dm), '']
+    return lines
+
+# %% ../nbs/08_report.ipynb #0d1a04c6
+def _memory_md(d, frame, labels)->list[str]:
+    mt = memory_table(frame, labels); figs = []
+    _save(plot_memory(mt), d, 'memory.png', 'Memory: fixed vs training',
+          "Mean over seeds, MB; fixed: process RSS after the model is built, of which frozen weights; training: tensor sizes of parameters, gradients, optimizer state and activations per part; the black bar is the measured fit RSS increase. No band.", figs)
+    return ['## Memory', '', "Fixed parts do not depend on training; training parts are what fitting adds (mean MB over seeds).", '', _md(mt), *figs]
+
+def _accuracy_md(d, frame, labels, target)->list[str]:
+    figs = []
+    _save(plot_accuracy(frame, labels), d, 'accuracy.png', 'Accuracy on the test split',
+          "Bars: mean over seeds; error bars: 95% t-interval; dashed (ACC): the majority-class rate.", figs)
+    n = int(below_majority(frame[frame.status == 'ok']).sum())
+    return ['## Accuracy', '', captions_note(frame), '', f"{n} runs have test ACC below the majority-class rate (a collapsed decision threshold).", '',
+            _md(accuracy_table(frame, labels, target.metric)), *figs]
+
+# %% ../nbs/08_report.ipynb #88dcfff1
+def write_report(study_dir:str|Path, baseline:str|None=None)->Path:
+    "Write `report/report.md`, its PNG figures and `results.csv` into the study folder `study_dir`; return the report's path"
+    out = Path(study_dir); records = load_results(out); frame = pd.DataFrame(records)
+    if 'cfg_setting' not in frame: frame['cfg_setting'] = 'base'
+    frame['cfg_setting'] = frame.cfg_setting.fillna('base')
+    d = out/'report'; d.mkdir(exist_ok=True)
+    cfg, target = study_config(out), shared_target(out, records, baseline)
+    labels = setting_labels(settings_of(records)); frame.to_csv(d/'results.csv', index=False)
+    ok = frame[frame.status == 'ok']
+    legend = pd.DataFrame({'label': list(labels.values()), 'setting': list(labels), 'baseline': ['yes' if s == target.baseline else '' for s in labels]})
+    conv, ct = _convergence_md(d, out, frame, records, target, labels)
+    figs = []
+    _save(plot_pareto(frame, ct, target, labels), d, 'pareto.png', 'Pareto: quality against cost',
+          "Points: mean test metric over seeds; error bars: 95% t-interval; dashed: the Pareto front.", figs)
+    _save(plot_task_weights(out, records, labels), d, 'task_weights.png', 'Task-weight trajectories',
+          "Mean over seeds (line) ± 1 sd (band) of each task's loss weight.", figs)
+    lines = [f"# Study report: {cfg.get('name', out.name)}", '', cfg.get('description', ''), '',
+             f"{len(ok)} runs ok, {(frame.status == 'diverged').sum()} diverged, {(~frame.status.isin(['ok', 'diverged'])).sum()} failed.", '',
+             "**Selection rule:** each run's epoch is selected on the validation split only; test values are read once, at that epoch.", '',
+             f"**Target:** {target.rule}.", '', '### Settings', '', _md(legend), '',
+             '### Mean ± 95% CI over seeds', '', _md(_summary_table(frame, labels, target.metric)), '',
+             '<details><summary>Study configuration (study.yaml)</summary>', '', '```yaml', yaml.safe_dump(cfg, sort_keys=False).strip(), '```', '', '</details>', '',
+             *conv, *_paired_md(d, out, frame, target, labels), *_memory_md(d, frame, labels),
+             *_accuracy_md(d, frame, labels, target), '## Pareto and task weights', *figs]
+    p = d/'report.md'; atomic_write(p, '\n'.join(lines) + '\n')
+    return p
 
 # %% ../nbs/08_report.ipynb #85450939
 @call_parse
 @cli_errors
-def mtlsyn_report(out:str,                 # the study folder (it holds results.jsonl)
-                  baseline:str=None        # the setting to compare against (default: the first)
+def mtlsyn_report(study_dir:str,           # the study folder (it holds results.jsonl)
+                  baseline:str=None        # the setting to compare against: any unique part of its name (default: the study's, else the first)
                  ):
-    "Write OUT/report.md with tables, paired differences and plots, and print the table"
-    p = write_report(out, baseline=baseline)
-    print(format_table(summarize(load_results(out))))
+    "Write STUDY_DIR/report/report.md with its figures, print the per-setting table, then the report's path"
+    p = write_report(study_dir, baseline=baseline)
+    print(format_table(summarize(load_results(study_dir))))
     print(f"\nreport: {p}")

@@ -1,4 +1,4 @@
-"""Tiny fixtures that lessons and tests share: `toy_dls`, `tiny_learner`, `ToyMTL` and `tiny_split`
+"""Tiny fixtures that lessons and tests share: `toy_dls`, `tiny_learner`, `ToyMTL`, `tiny_split` and `fake_study`
 
 Docs: https://mtlsyn.github.io/mtlsyn/test_utils.html.md"""
 
@@ -19,7 +19,7 @@ from fastai.metrics import accuracy
 from fastai.torch_core import to_detach
 
 # %% auto #0
-__all__ = ['toy_dls', 'ToyMTL', 'tiny_learner', 'tiny_split']
+__all__ = ['toy_dls', 'ToyMTL', 'tiny_learner', 'tiny_split', 'fake_study']
 
 # %% ../nbs/09_test_utils.ipynb #09fe17e6
 class _ToyInfo:
@@ -151,3 +151,68 @@ def tiny_learner(mtl:bool=True,   # dict batches and a `ToyMTL`, else tensors an
 def tiny_split(n_train:int=64, seed:int=0, **kw):
     "A small phantom `LowResourceSplit` (`n_train` training images) for lessons and tests"
     return load_benchmark('phantom', budget='all', seed=seed, n_train=n_train, n_val=kw.pop('n_val', 32), n_test=kw.pop('n_test', 32), **kw)
+
+# %% ../nbs/09_test_utils.ipynb #13a1a723
+def _fake_run(rng, setting, tasks, gen, ratio, s, fx, diverge):
+    "One fake run's record and curves: a saturating val AUC per evaluation, cumulative steps, samples, FLOPs, seconds"
+    mtl, mix = len(tasks) > 1, gen != 'none'
+    final = 0.80 + 0.025*mtl + 0.005*mix + fx + rng.normal(0, 0.008)
+    tau, fps, n_ep = 150*(0.8 if mtl else 1)*(1.3 if mix else 1), 2.4e7*(1.013 if mtl else 1), 40*(1+ratio)
+    load = 3.5 if (s == 0 and mtl and mix) else 1.0 + 0.3*rng.random()
+    evals, weights = [], []
+    for e in range(1, 11):
+        n = n_ep*e; v = 0.5 + (final-0.5)*(1-np.exp(-n/tau)) + rng.normal(0, 0.006)
+        if diverge and e > 4: v = float('nan')
+        evals.append(dict(epoch=float(e), step=int(n//20), samples=int(n), flops=fps*n, seconds=n/2000*(1.1 if mtl else 1)*load,
+                          val_classify_auc=v, val_classify_acc=0.6+0.2*(v-0.5) if v == v else v))
+        if mtl: weights.append({'step': int(n//20), 'classify': 1-0.02*e, 'contrastive': 1+0.03*e})
+    if diverge: evals = evals[:5]
+    cap = [x['val_classify_auc'] for x in evals if x['val_classify_auc'] == x['val_classify_auc']]
+    test = final - 0.02 + rng.normal(0, 0.01); acc = 0.56 + 0.3*(test-0.75) + rng.normal(0, 0.03)
+    rec = dict(status='diverged' if diverge else 'ok', error='non-finite loss at step 11' if diverge else None, seed=s,
+               cfg_setting=setting, cfg_tasks='+'.join(tasks), cfg_generator=gen, cfg_ratio=ratio, cfg_weighting='uncertainty',
+               cfg_captions='class', cfg_benchmark='phantom', cfg_target_frac=0.95, conv_classify_best=max(cap),
+               conv_target_rule='frac_of_own_best', flops_per_sample=fps, flops_per_eval_sample=fps/3,
+               cost_prompt_encoding_seconds=0.4 if mtl else 0, cost_generator_fit_seconds=0., cost_pool_sampling_seconds=0.1 if mix else 0,
+               time_fit_s=evals[-1]['seconds'], time_fit_cpu_s=evals[-1]['seconds']*0.95, env_threads=1, env_cores=2,
+               env_load_start=load, env_load_end=load, mem_base_rss_mb=620 + (120 if mtl else 0) + rng.normal(0, 5),
+               mem_frozen_mb=87.0 if mtl else 0., mem_fit_rss_delta_mb=45*(1.015 if mtl else 1) + rng.normal(0, 2),
+               mem_params_mb=0.39, mem_grads_mb=0.39, mem_optim_mb=0.78, mem_image_encoder_activations_mb=14.1,
+               mem_classify_activations_mb=0.03, mem_peak_rss_mb=700 + (120 if mtl else 0) + rng.normal(0, 5))
+    if mtl: rec.update(mem_contrastive_activations_mb=0.2, val_contrastive_r1=0.6 + rng.normal(0, 0.02), test_contrastive_r1=0.58 + rng.normal(0, 0.02))
+    if not diverge:
+        for split, a in (('val', max(cap)), ('test', test)):
+            rec.update({f'{split}_classify_auc': a, f'{split}_classify_acc': acc, f'{split}_classify_bacc': 0.5 + 0.6*(a-0.5),
+                        f'{split}_classify_ece': 0.12 + rng.normal(0, 0.02), f'{split}_classify_majority_rate': 0.625})
+    return rec, dict(names=['train_loss', 'valid_loss', 'classify_auc'], values=[[None, None, x['val_classify_auc']] for x in evals],
+                     evals=evals, **({'task_weights': weights} if mtl else {}))
+
+# %% ../nbs/09_test_utils.ipynb #20dcb60a
+def fake_study(out,                     # the study folder to write (created)
+               seeds:int=5,             # seeds per setting
+               shards:int=1,            # write the records as this many `results-<i>of<n>.jsonl` shards (1: `results.jsonl`)
+               diverged:bool=True,      # the last seed of the second setting diverges mid-training
+               targets:dict|None=None,  # absolute `targets:` of the study, e.g. {'classify_auc': 0.75}
+               seed:int=0):
+    "A realistic fake study folder: `study.yaml`, records and `runs/<run_id>/curves.json` of [classify] vs [classify, contrastive] × none vs mixup 1:1"
+    import json, hashlib, yaml
+    from pathlib import Path
+    out = Path(out); (out/'runs').mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    grid = {'tasks': [['classify'], ['classify', 'contrastive']], 'generator,ratio': [['none', 0], ['mixup', 1]]}
+    cfg = dict(name='fake', description='single- vs multi-task, without and with mixup, on a fake benchmark', benchmark='phantom',
+               budget=20, image_encoder='small-cnn', text_encoder='minilm', weighting='uncertainty', epochs=10, bs=20,
+               target_frac=0.95, seeds=list(range(seeds)), grid=grid, **({'targets': targets} if targets else {}))
+    (out/'study.yaml').write_text(yaml.safe_dump(cfg, sort_keys=False))
+    seed_fx = rng.normal(0, 0.02, seeds); recs = []
+    for k, (tasks, (gen, ratio)) in enumerate((t, g) for t in grid['tasks'] for g in grid['generator,ratio']):
+        setting, mtl = f"tasks={'+'.join(tasks)}, generator={gen}, ratio={ratio}", len(tasks) > 1
+        for s in range(seeds):
+            rid = hashlib.sha256(f'{setting}|{s}'.encode()).hexdigest()[:12]
+            rec, curves = _fake_run(rng, setting, tasks, gen, ratio, s, seed_fx[s], diverged and k == 1 and s == seeds-1)
+            recs.append(dict(run_id=rid, **rec))
+            (out/'runs'/rid).mkdir(exist_ok=True); (out/'runs'/rid/'curves.json').write_text(json.dumps(curves))
+    for i in range(shards):
+        name = 'results.jsonl' if shards == 1 else f'results-{i}of{shards}.jsonl'
+        (out/name).write_text(''.join(json.dumps(r) + '\n' for r in recs if r['seed'] % shards == i))
+    return out

@@ -331,3 +331,43 @@ def test_pool_that_does_not_fit_the_benchmark_is_refused(phantom_split):
     with pytest.raises(MtlsynError, match='benchmark'): dataloaders(phantom_split, small, ratio=1.0, device='cpu')
     masks3 = SyntheticPool(np.zeros((4, 28, 28, 1), np.uint8), np.zeros(4, np.int64), ['x']*4, np.zeros((4, 3, 28, 28), np.uint8))
     with pytest.raises(MtlsynError, match='channels'): dataloaders(phantom_split, masks3, ratio=1.0, device='cpu')
+
+# ---------------------------------------------------------------- val budget, captions, paraphrases (issue 10)
+
+def test_val_budget_keeps_the_labeled_split_and_records_the_val_draw():
+    full = load_benchmark('phantom', size=28, budget=10, seed=0)
+    small = load_benchmark('phantom', size=28, budget=10, seed=0, val_budget=10)
+    assert small.record['split_sha256'] == full.record['split_sha256']
+    assert (small.labeled.indices == full.labeled.indices).all()
+    assert small.record['val_budget'] == 10 and small.record['n_val'] == len(small.val) == 40
+    assert full.record['val_budget'] == 'all' and full.record['val_sha256'] == indices_sha256(np.arange(400))
+    assert np.bincount(small.val.labels).tolist() == [10]*4
+    assert (small.val.images == full.val.images[small.val.indices]).all()
+    again = load_benchmark('phantom', size=28, budget=10, seed=0, val_budget=10)
+    assert again.record['val_sha256'] == small.record['val_sha256']
+    assert load_benchmark('phantom', size=28, budget=10, seed=1, val_budget=10).record['val_sha256'] != small.record['val_sha256']
+    assert load_benchmark('phantom', size=28, budget=10, seed=0, val_budget=0.5).record['n_val'] == 200
+    with pytest.raises(MtlsynError, match='val images'): load_benchmark('phantom', size=28, budget=10, val_budget=500)
+
+def test_caption_choice_and_paraphrases(phantom_split):
+    from mtlsyn.data.text import caption_options, captions_kind
+    d = dataloaders(phantom_split, bs=40, device='cpu')
+    assert d.captions_kind == 'report' and d.one_batch()[0]['text'][0].endswith('.') and 'x-ray' not in d.one_batch()[0]['text'][0]
+    c = dataloaders(phantom_split, bs=40, device='cpu', captions='class')
+    assert c.captions_kind == 'class' and set(c.valid.one_batch()[0]['text']) == set(class_prompts('phantom'))
+    p = dataloaders(phantom_split, bs=40, device='cpu', captions='class', prompts=3)
+    assert p.captions_kind == 'paraphrase'
+    texts = [t for _ in range(5) for bb, _ in p.train for t in bb['text']]
+    assert len(set(texts)) == 12                                      # 3 paraphrases of 4 classes, drawn per image each epoch
+    assert set(p.valid.one_batch()[0]['text']) == set(class_prompts('phantom'))   # val keeps the run's template
+    opts = caption_options(phantom_split.labeled, phantom_split.info, captions='class', prompts=2)
+    assert opts[0][0] == class_prompts('phantom')[phantom_split.labeled.labels[0]]
+    assert captions_kind(phantom_split.labeled) == 'report'
+    with pytest.raises(MtlsynError, match='captions'): dataloaders(phantom_split, captions='words')
+    with pytest.raises(MtlsynError, match='prompts'): dataloaders(phantom_split, prompts=0)
+
+def test_default_captions_and_batches_are_unchanged(phantom_split):
+    a, b = dataloaders(phantom_split, bs=16, device='cpu', seed=3), dataloaders(phantom_split, bs=16, device='cpu', seed=3, captions='report', prompts=1)
+    for (x, _), (y, _) in zip(a.train, b.train):
+        assert x['text'] == y['text'] and torch.equal(x['image'], y['image'])
+    assert next(iter(a.train))[0]['text'][0] in phantom_split.labeled.captions

@@ -2,9 +2,9 @@
 from types import SimpleNamespace
 import numpy as np, pytest, torch, torch.nn.functional as F
 from mtlsyn.core import MtlsynError
-from mtlsyn.model.encoders import build_image_encoder, build_text_encoder, image_encoders, efficientnet_lite0_state_dict
-from mtlsyn.model.tasks import tasks, medmnist_metrics, Classify, Contrastive, Segment
-from mtlsyn.model.vlm import build_vlm, MultiTaskVLM
+from mtlsyn.model.encoders import build_image_encoder, build_text_encoder, efficientnet_lite0_state_dict
+from mtlsyn.model.tasks import medmnist_metrics, Classify, Contrastive, Segment
+from mtlsyn.model.vlm import build_vlm
 
 torch.set_num_threads(1)
 
@@ -75,7 +75,7 @@ def test_classify_heads_for_every_task_type():
         c = Classify(info, feat_dim=8)
         out = c(dict(feat=torch.randn(4, 8)), dict(label=y))
         assert out.shape == (4, n) and torch.isfinite(c.loss(out, dict(label=y)))
-        assert set(c.metrics([out], [dict(label=y)])) == {'auc', 'acc'}
+        assert set(c.metrics([out], [dict(label=y)])) == {'auc', 'acc', 'bacc', 'ece', 'majority_rate'}
 
 def test_contrastive_recall_counts_duplicate_captions_as_one():
     c = Contrastive(embed_dim=2)
@@ -123,3 +123,83 @@ def test_vlm_user_errors():
     with pytest.raises(MtlsynError, match='text encoder'): build_vlm('small-cnn', None, ('contrastive',), info=INFO)
     with pytest.raises(MtlsynError, match='needs task'): build_vlm('small-cnn', None, ('saliency',), info=INFO)
     with pytest.raises(MtlsynError, match='choose one of'): build_vlm('small-cnn', None, ('classify',), info=INFO, sharing='hybrid')
+
+# ---------------------------------------------------------------- accuracy, thresholds, the text side (issue 10)
+
+def test_balanced_accuracy_ece_and_majority_rate():
+    from sklearn.metrics import balanced_accuracy_score
+    from mtlsyn.model.tasks import balance_metrics, ece_score
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 60); p = rng.dirichlet(np.ones(3), 60)
+    m = balance_metrics(y, p, 'multi-class')
+    assert m['bacc'] == pytest.approx(balanced_accuracy_score(y, p.argmax(1)))
+    assert m['majority_rate'] == pytest.approx(np.bincount(y).max()/60)
+    conf, hit = p.max(1), p.argmax(1) == y                               # ECE by its definition, 15 bins
+    edges = np.linspace(0, 1, 16); ece = 0.
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        s = (conf > lo) & (conf <= hi)
+        if s.any(): ece += s.mean()*abs(hit[s].mean() - conf[s].mean())
+    assert m['ece'] == pytest.approx(ece)
+    assert ece_score(np.array([0, 1]), np.array([[1., 0.], [0., 1.]])) == 0.
+    Y = rng.integers(0, 2, (30, 4)); S = rng.random((30, 4))
+    ml = balance_metrics(Y, S, 'multi-label, binary-class')
+    assert ml['ece'] == pytest.approx(np.mean([ece_score(Y[:, l], np.stack([1-S[:, l], S[:, l]], 1)) for l in range(4)]))
+    info = SimpleNamespace(name='t', task='multi-class', classes=list('abc'), multi_label=False)
+    clf = Classify(info, feat_dim=4)
+    assert clf.metric_names[0] == 'auc' and clf.higher_is_better['ece'] is False
+    out = torch.randn(60, 3); b = dict(label=torch.as_tensor(y))
+    got = clf.metrics([out], [b])
+    assert got['auc'] == medmnist_metrics(y, out.softmax(-1).numpy(), 'multi-class')['auc'] and set(got) == set(clf.metric_names)
+
+def test_class_weights_and_val_threshold():
+    from mtlsyn.model.tasks import fit_threshold
+    bi = SimpleNamespace(name='t', task='binary-class', classes=['neg', 'pos'], multi_label=False)
+    c = Classify(bi, feat_dim=4, class_weight='balanced', class_counts=[30, 10])
+    assert torch.allclose(c.class_weights, torch.tensor([40/60, 40/20]))
+    assert 'class_weights' not in c.state_dict()
+    out = torch.tensor([[2., 0.], [0., 2.]]); b = dict(label=torch.tensor([0, 1]), target=torch.eye(2))
+    plain = Classify(bi, feat_dim=4)
+    assert c.loss(out, b) == pytest.approx(float(F.cross_entropy(out, torch.eye(2), weight=c.class_weights)))
+    assert c.loss(out, b) != pytest.approx(float(plain.loss(out, b)))
+    with pytest.raises(MtlsynError, match='class_counts'): Classify(bi, class_weight='balanced')
+    with pytest.raises(MtlsynError, match="'balanced' or null"): Classify(bi, class_weight='inverse')
+    with pytest.raises(MtlsynError, match='binary tasks'): Classify(SimpleNamespace(**{**vars(bi), 'task': 'multi-class', 'classes': list('abc')}), threshold='val')
+    # threshold on val through a model: every val score below 0.5, the fitted threshold separates them
+    m = build_vlm('small-cnn', None, [('classify', dict(threshold='val'))], info=SimpleNamespace(**vars(bi), n_channels=1))
+    torch.manual_seed(0)
+    x = torch.randn(8, 1, 28, 28); yv = torch.tensor([0, 1]*4)
+    batch = dict(image=x, label=yv, target=torch.eye(2)[yv])
+    learn = SimpleNamespace(model=m, dls=SimpleNamespace(valid=[(batch, batch)]))
+    thr = fit_threshold(learn)
+    t = m.tasks['classify']
+    assert thr == t.threshold_ and 0 <= thr <= 1
+    with torch.no_grad(): m.eval(); p = m(batch)['classify'].softmax(-1)[:, 1].numpy()
+    from sklearn.metrics import roc_curve
+    fpr, tpr, _ = roc_curve(yv.numpy(), p)
+    assert t.metrics([m(batch)['classify']], [batch])['bacc'] == pytest.approx(0.5 + (tpr - fpr).max()/2)
+    assert fit_threshold(SimpleNamespace(model=build_vlm('small-cnn', None, ['classify'], info=SimpleNamespace(**vars(bi), n_channels=1)), dls=None)) is None
+
+def test_learned_text_control_works_with_contrastive_and_prompt_heads():
+    import mtlsyn.model.encoders as enc
+    info = SimpleNamespace(name='phantom', task='multi-class', classes=list('abcd'), n_channels=1, modality='x', mask_names=[], multi_label=False)
+    enc._load_hf.cache_clear()
+    m = build_vlm('small-cnn', 'learned', [('classify', dict(head='prompt')), 'contrastive'], info=info)
+    assert enc._load_hf.cache_info().currsize == 0                       # no language model loaded
+    y = torch.tensor([0, 1, 2, 3, 0, 1]); b = dict(image=torch.randn(6, 1, 28, 28), label=y, target=torch.eye(4)[y], text=[f'r{i}' for i in range(6)])
+    out = m(b)
+    loss = m.tasks['contrastive'].loss(out['contrastive'], b) + m.tasks['classify'].loss(out['classify'], b)
+    loss.backward()
+    assert m.text_encoder.emb.grad is not None and m.text_encoder.emb.grad.abs().sum() > 0
+    assert torch.allclose(out['contrastive']['txt'][0], out['contrastive']['txt'][4])   # same class, different words
+    assert m.one_off_costs == dict(cost_prompt_encoding_seconds=0., cost_prompt_encoding_flops=0.)
+    with pytest.raises(MtlsynError, match='classes'): build_text_encoder('learned')
+
+def test_frozen_prompt_encoding_is_a_counted_one_off_cost():
+    info = SimpleNamespace(name='phantom', task='multi-class', classes=list('abcd'), n_channels=1, modality='x', mask_names=[], multi_label=False)
+    m = build_vlm('small-cnn', 'minilm', ['classify', 'contrastive'], info=info)
+    assert m.one_off_costs['cost_prompt_encoding_flops'] == 0.
+    y = torch.tensor([0, 1]); b = dict(image=torch.randn(2, 1, 28, 28), label=y, target=torch.eye(4)[y], text=['left nodule', 'normal'])
+    m(b); c1 = m.one_off_costs
+    assert c1['cost_prompt_encoding_flops'] > 0 and c1['cost_prompt_encoding_seconds'] > 0
+    m(b); assert m.one_off_costs == c1                                   # cached strings cost nothing more
+    assert build_vlm('small-cnn', 'minilm', ['classify'], info=info).one_off_costs['cost_prompt_encoding_flops'] == 0.

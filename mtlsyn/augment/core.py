@@ -6,15 +6,18 @@ Docs: https://mtlsyn.github.io/mtlsyn/augment.core.html.md"""
 
 # %% ../../nbs/02_augment.core.ipynb #ceaf9c07
 from __future__ import annotations
-import inspect, json, time, warnings
+import inspect, json, time, hashlib, dataclasses, warnings
 from pathlib import Path
 import numpy as np
 import torch
-from ..core import MtlsynError, Registry, content_hash, cache_dir, atomic_write
+from fastcore.basics import patch
+from ..core import MtlsynError, Registry, content_hash, canonical_json, cache_dir, atomic_write
 from ..data.loaders import SyntheticPool
+from ..data.medmnist import cache_lock
 
 # %% auto #0
-__all__ = ['generators', 'Generator', 'class_captions', 'source_captions', 'Copy', 'pool_key', 'make_pool', 'pool_size_for']
+__all__ = ['generators', 'POOL_FORMAT', 'Generator', 'source_sha256', 'class_captions', 'source_captions', 'Copy', 'pool_key',
+           'make_pool', 'pool_size_for']
 
 # %% ../../nbs/02_augment.core.ipynb #a95e7510
 generators = Registry('generator')
@@ -22,6 +25,7 @@ generators = Registry('generator')
 class Generator:
     "Base of the synthetic-data generators: `set_random_state(seed)`, `fit(split)`, `sample(n)` -> `SyntheticPool`"
     keys:tuple = ('image','label','text')
+    version:int = 1   # bump when a generator's sampling code changes: it keys the generator's pools
     def config(self)->dict:
         "The constructor arguments of this generator (they name its pools and go into their provenance)"
         ps = inspect.signature(type(self).__init__).parameters
@@ -43,17 +47,35 @@ class Generator:
         raise NotImplementedError
     def _check_fitted(self):
         if not hasattr(self, 'split'): raise MtlsynError(f"{type(self).__name__} is not fitted: call .fit(split) before .sample(n)")
-    def make_pool(self, images, labels, captions, masks=None, **extra)->SyntheticPool:
-        "Wrap arrays into a `SyntheticPool` whose provenance names this generator, its config, seed and split"
-        import mtlsyn
-        prov = dict(generator=getattr(self, 'registry_name', type(self).__name__), config=self.config(),
-                    seed=getattr(self, 'seed', None), keys=list(self.keys),
-                    split_sha256=self.split.record.get('split_sha256'), dataset=self.info.name,
-                    time=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), mtlsyn_version=mtlsyn.__version__, **extra)
-        return SyntheticPool(images=np.ascontiguousarray(images), labels=np.ascontiguousarray(labels),
-                             captions=[str(c) for c in captions], masks=masks, provenance=json.loads(json.dumps(prov, default=str)))
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k,v in self.config().items())})"
+
+# %% ../../nbs/02_augment.core.ipynb #7c2d41a0
+def source_sha256(split)->str:
+    "SHA-256 of all a generator may read of `split`: its labeled images, labels, masks and captions, and its `BenchmarkInfo`"
+    s, h = split.labeled, hashlib.sha256(canonical_json(dataclasses.asdict(split.info)).encode())
+    for k, a in (('images', s.images), ('labels', s.labels), ('masks', s.masks)):
+        if a is None: continue
+        a = np.ascontiguousarray(a)
+        h.update(f"{k}:{a.dtype.str}:{a.shape};".encode()); h.update(a.reshape(-1).view(np.uint8))
+    h.update(json.dumps(s.captions).encode())
+    return h.hexdigest()
+
+@patch
+def fingerprint(self:Generator)->dict:
+    "What a pool of this generator depends on beyond its `config` (e.g. the files of a pipeline it loads); empty by default"
+    return {}
+
+@patch
+def make_pool(self:Generator, images, labels, captions, masks=None, **extra)->SyntheticPool:
+    "Wrap arrays into a `SyntheticPool` whose provenance names this generator, its config, seed and split (indices and content)"
+    import mtlsyn
+    prov = dict(generator=getattr(self, 'registry_name', type(self).__name__), config=self.config(),
+                seed=getattr(self, 'seed', None), keys=list(self.keys),
+                split_sha256=self.split.record.get('split_sha256'), source_sha256=source_sha256(self.split), dataset=self.info.name,
+                time=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), mtlsyn_version=mtlsyn.__version__, **extra)
+    return SyntheticPool(images=np.ascontiguousarray(images), labels=np.ascontiguousarray(labels),
+                         captions=[str(c) for c in captions], masks=masks, provenance=json.loads(json.dumps(prov, default=str)))
 
 # %% ../../nbs/02_augment.core.ipynb #d12ffa09
 def class_captions(info, labels:np.ndarray, template:int=0)->list[str]:
@@ -89,20 +111,34 @@ class Copy(Generator):
                               None if s.masks is None else s.masks[idx], source_index=idx.tolist())
 
 # %% ../../nbs/02_augment.core.ipynb #8450dc6f
+POOL_FORMAT = 2   # bump when what a pool key covers, or how an entry is stored, changes
+
 def pool_key(split, generator:str, n:int, seed:int=0, **cfg)->str:
     "The content hash that names the pool of `generator` (built with `cfg`) with `n` samples and `seed` on `split`"
     import mtlsyn
-    gen = generators.build(generator, **cfg)
-    return content_hash(dict(generator=generator, config=gen.config(), n=int(n), seed=int(seed),
-                             split_sha256=split.record.get('split_sha256'), dataset=split.info.name,
-                             version=mtlsyn.__version__), n=32)
+    gen, shape = generators.build(generator, **cfg), split.labeled.images.shape
+    return content_hash(dict(generator=generator, config=gen.config(), fingerprint=gen.fingerprint(), generator_version=gen.version,
+                             n=int(n), seed=int(seed), split_sha256=split.record.get('split_sha256'), dataset=split.info.name,
+                             source_sha256=source_sha256(split), size=[int(shape[1]), int(shape[2])], channels=int(shape[3]),
+                             version=mtlsyn.__version__, format=POOL_FORMAT), n=32)
 
-def _load_entry(d:Path):
+def _load_entry(d:Path, n:int, shape:tuple)->SyntheticPool:
+    "The pool in entry `d`: its arrays must hash to the manifest, and be `n` samples of image `shape` with finite labels"
     man = json.loads((d/'manifest.json').read_text())
     pool = SyntheticPool.load(d/'pool.npz')
     if pool.sha256 != man['sha256']: raise ValueError('content hash differs from the manifest')
+    if len(pool) != n or pool.images.shape[1:] != tuple(shape):
+        raise ValueError(f"it holds images {pool.images.shape}, expected ({n}, {', '.join(map(str, shape))})")
+    if not np.isfinite(pool.labels).all(): raise ValueError('its labels are not finite')
     return pool
 
+def _build_pool(split, generator:str, n:int, seed:int, key:str, cfg:dict)->SyntheticPool:
+    gen = generators.build(generator, **cfg).set_random_state(seed).fit(split)
+    t0 = time.time(); pool = gen.sample(int(n))
+    pool.provenance.update(pool_key=key, sample_seconds=round(time.time()-t0, 3))
+    return pool
+
+# %% ../../nbs/02_augment.core.ipynb #7c2d41a1
 def make_pool(split,                # the `LowResourceSplit` whose labeled part the generator is fitted on
               generator:str,        # a name in `generators`
               n:int,                # number of synthetic samples
@@ -110,17 +146,16 @@ def make_pool(split,                # the `LowResourceSplit` whose labeled part 
               cache:bool=True,      # reuse/keep the pool in `cache_dir('pools')`
               **cfg                 # the generator's configuration
              )->SyntheticPool:
-    "Fit `generator` (built with `cfg`) on `split` and sample `n`; cached by content hash, damaged entries rebuilt"
+    "Fit `generator` (built with `cfg`) on `split` and sample `n`; cached by content hash, built once, damaged entries rebuilt"
     if int(n) < 1: raise MtlsynError(f"n={n}: ask for at least one synthetic sample")
     key = pool_key(split, generator, n, seed, **cfg)
+    if not cache: return _build_pool(split, generator, n, seed, key, cfg)
     d = cache_dir('pools')/key
-    if cache and (d/'manifest.json').exists():
-        try: return _load_entry(d)
-        except Exception as e: warnings.warn(f"pool cache entry {d} is damaged ({type(e).__name__}: {e}); rebuilding it")
-    gen = generators.build(generator, **cfg).set_random_state(seed).fit(split)
-    t0 = time.time(); pool = gen.sample(int(n))
-    pool.provenance.update(pool_key=key, sample_seconds=round(time.time()-t0, 3))
-    if cache:
+    with cache_lock(d):                           # one builder per entry; the others wait here, then load
+        if (d/'manifest.json').exists():
+            try: return _load_entry(d, int(n), split.labeled.images.shape[1:])
+            except Exception as e: warnings.warn(f"pool cache entry {d} is damaged ({type(e).__name__}: {e}); rebuilding it")
+        pool = _build_pool(split, generator, n, seed, key, cfg)
         d.mkdir(parents=True, exist_ok=True)
         pool.save(d/'pool.npz')
         atomic_write(d/'manifest.json', json.dumps(dict(sha256=pool.sha256, key=key, generator=generator, n=int(n), seed=int(seed))))

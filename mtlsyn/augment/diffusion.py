@@ -6,15 +6,16 @@ Docs: https://mtlsyn.github.io/mtlsyn/augment.diffusion.html.md"""
 
 # %% ../../nbs/02c_augment.diffusion.ipynb #6c20c5e5
 from __future__ import annotations
-import json, math, time, copy
+import json, math, time, copy, warnings
 from pathlib import Path
 import numpy as np
 import torch, torch.nn.functional as F
 from fastcore.basics import patch, store_attr
 from fastprogress.fastprogress import progress_bar
 from safetensors.torch import save_file, load_file
-from ..core import MtlsynError, content_hash, cache_dir, atomic_write, get_device
-from .core import Generator, generators, class_captions, source_captions
+from ..core import MtlsynError, content_hash, cache_dir, get_device
+from ..data.medmnist import file_sha256, write_checked, check_sidecar, cache_lock
+from .core import Generator, generators, class_captions, source_captions, source_sha256
 
 # %% auto #0
 __all__ = ['diffusion_configs', 'noise_schedule', 'build_unet', 'to_model', 'from_model', 'guided_eps', 'ddim_sample',
@@ -83,6 +84,7 @@ def ddim_sample(unet, labels:torch.Tensor, null:int, shape:tuple, steps:int=10, 
 
 # %% ../../nbs/02c_augment.diffusion.ipynb #f934c42d
 _sampling_keys = ('ddim_steps', 'guidance', 'sample_batch', 'ckpt_every')
+_CKPT_FORMAT = 2   # bump when the checkpoint layout or the training code changes: it keys the checkpoints
 
 def _ema_update(ema, model, decay):
     with torch.no_grad():
@@ -107,8 +109,9 @@ class Diffusion(Generator):
 
     def _ckpt_path(self)->Path:
         train_cfg = {k:v for k,v in self.config().items() if k not in _sampling_keys}   # sampling options don't change the fit
-        key = content_hash(dict(cfg=train_cfg, seed=self.seed, split=self.split.record.get('split_sha256'),
-                                dataset=self.info.name), n=24)
+        key = content_hash(dict(cfg=train_cfg, seed=self.seed, split=self.split.record.get('split_sha256'), dataset=self.info.name,
+                                source=source_sha256(self.split), shape=list(self.shape), n_classes=self.n_classes,
+                                format=_CKPT_FORMAT), n=24)
         return Path(self.ckpt_dir or cache_dir('diffusion'))/f'ddpm-{key}.safetensors'
 
 # %% ../../nbs/02c_augment.diffusion.ipynb #1f9df4e7
@@ -120,16 +123,21 @@ def _save(self:Diffusion, path, step, model, ema, opt):
         for k,v in opt.state.get(p, {}).items():
             if torch.is_tensor(v): t[f'opt.{i}.{k}'] = v.contiguous()
     t['rng'] = self.torch_rng.get_state()
-    meta = dict(step=str(step), done=str(step>=self.cfg['train_steps']), config=json.dumps(self.config()),
+    meta = dict(step=str(step), done=str(step>=self.cfg['train_steps']), config=json.dumps(self.config()), shape=json.dumps(list(self.shape)),
                 fit_seconds=f"{self._prior_seconds + time.time() - self._t0:.2f}")   # training time so far, over resumes
-    atomic_write(path, lambda p: save_file(t, str(p), metadata=meta))
+    write_checked(path, lambda p: save_file(t, str(p), metadata=meta))
 
 @patch
 def _load(self:Diffusion, path, model, ema, opt):
+    "Load the checkpoint at `path` into `model`, `ema`, `opt` and the RNG, after checking its sidecar, shape and finiteness"
     from safetensors import safe_open
-    with safe_open(str(path), 'pt') as f: meta = f.metadata()
+    check_sidecar(path)
+    with safe_open(str(path), 'pt') as f: meta = f.metadata() or {}
     t = load_file(str(path))
-    model.load_state_dict({k[6:]:v for k,v in t.items() if k.startswith('model.')})
+    if json.loads(meta.get('shape', 'null')) != list(self.shape): raise ValueError(f"it was fitted on images {meta.get('shape')}, not {list(self.shape)}")
+    bad = [k for k,v in t.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad: raise ValueError(f"{bad[0]} has non-finite values")
+    model.load_state_dict({k[6:]:v for k,v in t.items() if k.startswith('model.')})   # strict: every name and shape
     ema.load_state_dict({k[4:]:v for k,v in t.items() if k.startswith('ema.')})
     params = [p for g in opt.param_groups for p in g['params']]
     for i,p in enumerate(params):
@@ -141,25 +149,48 @@ def _load(self:Diffusion, path, model, ema, opt):
 
 # %% ../../nbs/02c_augment.diffusion.ipynb #674149c7
 @patch
+def _build(self:Diffusion, dev):
+    "A fresh model (its initial weights from the generator's seed only), its average and its optimizer"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(self.seed)
+        model = build_unet(self.n_classes, in_channels=self.shape[0], size=self.shape[1], **self.cfg).to(dev)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    return model, ema, torch.optim.AdamW(model.parameters(), lr=self.cfg['lr'], weight_decay=0.0)
+
+@patch
+def _resume(self:Diffusion, path:Path, dev):
+    "Model, average, optimizer and step of the checkpoint at `path` if it passes its checks, else fresh ones at step 0"
+    model, ema, opt = self._build(dev)
+    if not path.exists(): return model, ema, opt, 0
+    try: return model, ema, opt, self._load(path, model, ema, opt)
+    except Exception as e:
+        warnings.warn(f"diffusion checkpoint {path.name} is damaged ({type(e).__name__}: {str(e)[:200]}); training from scratch")
+        self.set_random_state(self.seed); self._prior_seconds = 0.
+        return (*self._build(dev), 0)
+
+@patch
 def fit(self:Diffusion, split):
-    "Train the DDPM on `split.labeled` (or resume/load its checkpoint)"
+    "Train the DDPM on `split.labeled` (or resume or load its checked checkpoint); one process fits a checkpoint at a time"
     Generator.fit(self, split)
-    from diffusers import DDPMScheduler
     if self.info.multi_label: raise MtlsynError(f"{self.info.name} is multi-label: the diffusion generator conditions on one class per image")
-    c = self.cfg; dev = get_device(self.device)
-    s = split.labeled
+    s, dev = split.labeled, get_device(self.device)
     x0 = to_model(s.images); y0 = torch.as_tensor(np.asarray(s.labels).reshape(len(s), -1)[:,0], dtype=torch.long)
     self.n_classes, self.shape = len(self.info.classes), tuple(x0.shape[1:])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(self.seed)   # the initial weights depend on the generator's seed only
-        model = build_unet(self.n_classes, in_channels=self.shape[0], size=self.shape[1], **c).to(dev)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=c['lr'], weight_decay=0.0)
-    sched = DDPMScheduler(**noise_schedule)
-    path, step, self._prior_seconds, self._t0 = self._ckpt_path(), 0, 0., time.time()
-    if path.exists():
-        try: step = self._load(path, model, ema, opt)
-        except Exception as e: print(f"diffusion: checkpoint {path} is unreadable ({e}); training from scratch"); step = 0
+    path, self._prior_seconds, self._t0 = self._ckpt_path(), 0., time.time()
+    with cache_lock(path):                       # a second process asking for this fit waits here, then loads it
+        model, ema, opt, step = self._resume(path, dev)
+        self._train(model, ema, opt, step, x0, y0, path, dev)
+    self.fit_seconds = self._prior_seconds + time.time() - self._t0   # total training time, over resumes (loaded: as recorded)
+    self.resumed_from, self.ckpt_path = step, path
+    self.unet = ema.eval()
+    return self
+
+# %% ../../nbs/02c_augment.diffusion.ipynb #9a4e6b10
+@patch
+def _train(self:Diffusion, model, ema, opt, step:int, x0, y0, path:Path, dev):
+    "Steps `step`..`train_steps` of the DDPM objective on images `x0` with classes `y0`, checkpointing to `path`"
+    from diffusers import DDPMScheduler
+    c, sched = self.cfg, DDPMScheduler(**noise_schedule)
     lr_at = lambda i: c['lr']*min(1, (i+1)/c['warmup'])*0.5*(1+math.cos(math.pi*min(1, i/c['train_steps'])))
     self.losses, self._t0 = [], time.time()
     steps = range(step, c['train_steps'])
@@ -179,10 +210,6 @@ def fit(self:Diffusion, split):
         self.losses.append(loss.item())
         if self.progress and hasattr(pb, 'comment'): pb.comment = f'loss {loss.item():.3f}'
         if (i+1) % c['ckpt_every'] == 0 or i+1 == c['train_steps']: self._save(path, i+1, model, ema, opt)
-    self.fit_seconds = self._prior_seconds + time.time() - self._t0   # total training time, over resumes (loaded: as recorded)
-    self.resumed_from, self.ckpt_path = step, path
-    self.unet = ema.eval()
-    return self
 
 # %% ../../nbs/02c_augment.diffusion.ipynb #d562768e
 @patch
@@ -279,3 +306,11 @@ class _Uncond(torch.nn.Module):
     "Adapter: an unconditional UNet called with (and ignoring) class labels"
     def __init__(self, unet): super().__init__(); self.unet = unet
     def forward(self, x, t, class_labels=None): return self.unet(x, t)
+
+# %% ../../nbs/02c_augment.diffusion.ipynb #9a4e6b11
+@patch
+def fingerprint(self:DiffusionImg2Img)->dict:
+    "A hash of the files in the pipeline folder: pools are keyed by what the folder holds, not only by its path"
+    p = Path(self.pipeline)
+    files = sorted(f for f in p.rglob('*') if f.is_file()) if p.is_dir() else []
+    return dict(pipeline_sha256=content_hash({str(f.relative_to(p)): file_sha256(f) for f in files}))

@@ -13,6 +13,7 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.script import call_parse
 from ..core import MtlsynError, cli_errors, cache_dir, atomic_write
 from ..data.loaders import SyntheticPool
+from ..data.medmnist import checked_load
 from ..model.encoders import efficientnet_lite0_state_dict
 from .core import generators, make_pool
 import mtlsyn.augment.all  # noqa: F401  (registers every generator)
@@ -55,24 +56,32 @@ def domain_encoder()->nn.Module:
     m.load_state_dict(efficientnet_lite0_state_dict(m), strict=False)   # all but the classifier, which `encode` does not use
     return m.eval().requires_grad_(False)
 
+# %% ../../nbs/05d_augment.quality.ipynb #4e1f0c20
+_FEATURES = 'effnet-lite0-v2'   # the encoder and the cache format: it names the feature files
+
+def _check_features(a:np.ndarray, n:int)->np.ndarray:
+    if a.dtype != np.float32 or a.shape != (n, 1280): raise ValueError(f"it holds {a.dtype} {a.shape}, expected float32 ({n}, 1280)")
+    if not np.isfinite(a).all(): raise ValueError("it holds non-finite values")
+    return a
+
 @torch.no_grad()
 def encode(images:np.ndarray, size:int=96, bs:int=128, cache:bool=True)->np.ndarray:
-    "Domain-encoder features (N,1280) of uint8 (N,H,W,C) `images` at `size` px (cached by content hash)"
+    "Domain-encoder features (N,1280) of uint8 (N,H,W,C) `images` at `size` px (cached by content hash, checked on load)"
     images = np.ascontiguousarray(images)
-    key = hashlib.sha256(f"{images.shape}{size}".encode() + images.tobytes()).hexdigest()[:32]
-    f = cache_dir('features')/f'effnet-lite0-{key}.npy'
-    if cache and f.exists():
-        try: return np.load(f, allow_pickle=False)
-        except Exception: pass
-    m, out = domain_encoder(), []
-    for i in range(0, len(images), bs):
-        x = torch.from_numpy(images[i:i+bs]).permute(0,3,1,2).float()/255
-        if x.shape[1] == 1: x = x.repeat(1,3,1,1)
-        x = F.interpolate(x, size=(size, size), mode='bilinear', align_corners=False, antialias=True)
-        out.append(m.forward_head(m.forward_features((x-0.5)/0.5), pre_logits=True).numpy())
-    feats = np.concatenate(out).astype(np.float32)
-    if cache: atomic_write(f, lambda p: np.save(open(p, 'wb'), feats))
-    return feats
+    def _encode():
+        m, out = domain_encoder(), []
+        for i in range(0, len(images), bs):
+            x = torch.from_numpy(images[i:i+bs]).permute(0,3,1,2).float()/255
+            if x.shape[1] == 1: x = x.repeat(1,3,1,1)
+            x = F.interpolate(x, size=(size, size), mode='bilinear', align_corners=False, antialias=True)
+            out.append(m.forward_head(m.forward_features((x-0.5)/0.5), pre_logits=True).numpy())
+        return _check_features(np.concatenate(out).astype(np.float32), len(images))
+    if not cache: return _encode()
+    key = hashlib.sha256(f"{images.dtype.str}{images.shape}{size}".encode() + images.tobytes()).hexdigest()[:32]
+    def _save(a, p):
+        with open(p, 'wb') as f: np.save(f, a)
+    return checked_load(cache_dir('features')/f'{_FEATURES}-{key}.npy', lambda p: _check_features(np.load(p, allow_pickle=False), len(images)),
+                        _encode, _save, 'feature file')
 
 # %% ../../nbs/05d_augment.quality.ipynb #c615e152
 def balanced_accuracy(y_true, y_pred, n_classes:int|None=None)->float:

@@ -1,4 +1,4 @@
-"""When a run reaches its target: the epoch, optimizer step, samples, training FLOPs and seconds, the area under the learning curve and the best epoch
+"""Validation metrics at every evaluation with the cumulative optimizer steps, samples, training FLOPs and training seconds; when a run reaches its own-best and shared targets
 
 Docs: https://mtlsyn.github.io/mtlsyn/callback.convergence.html.md"""
 
@@ -34,6 +34,11 @@ class FlopProbe:
         m.__exit__(None, None, None)
         self.flops = int(m.get_total_flops())
         return self.flops
+    @staticmethod
+    def warmup():
+        "Pay the counter's one-off cost (its first operator imports `torch._dynamo`, seconds) now, not inside a timed step"
+        if getattr(FlopProbe, '_warm', False): return
+        p = FlopProbe(); p.start(); torch.ones(1,1) @ torch.ones(1,1); p.stop(); FlopProbe._warm = True
 
 # %% ../../nbs/06a_callback.convergence.ipynb #bd8759f9
 def first_reach(values, target:float, lower:bool=False)->int|None:
@@ -62,20 +67,30 @@ def _clean(v):
     if isinstance(v, (np.floating, np.integer)): v = v.item()
     return v
 
+def _num(v)->float|None:
+    "`v` as a float for a JSON file: None when it is missing or not finite (strict JSON has no NaN)"
+    try: v = float(_clean(v))
+    except (TypeError, ValueError): return None
+    return v if math.isfinite(v) else None
+
 # %% ../../nbs/06a_callback.convergence.ipynb #7f2263eb
 class ConvergenceCallback(Callback):
-    "Per-epoch validation metrics and the epoch/step/samples/FLOPs/seconds at which each `metric` first reaches its target"
+    "Val metrics at every evaluation with cumulative steps, samples, FLOPs and training seconds; when each metric reaches its targets"
     order = Recorder.order+1
     def __init__(self, metric:str|list|None=None, # recorder metric name(s) to track, the first sets `best_epoch`; None: the learner's `monitor`
-                 target_frac:float=0.95,   # target as a fraction of the run's best value (when no absolute target)
-                 targets:dict|None=None,   # absolute targets {metric name: value}, overriding `target_frac`
+                 target_frac:float=0.95,   # the own-best target: this fraction of the run's best value
+                 targets:dict|None=None,   # absolute targets {'<task>_<metric>': value}: the `*_to_abs_target` keys
                  per_task:bool=True,       # also track the first metric of every other task of the model
-                 count_flops:bool=True,    # count FLOPs of one training step with `FlopCounterMode`
-                 every:int|None=None,      # also evaluate the tracked metrics every `every` optimizer steps (`MTLLearner.evaluate`)
+                 count_flops:bool=True,    # count the FLOPs of one steady-state training step and one validation batch
+                 every:int|None=None,      # also evaluate every `every` optimizer steps (`MTLLearner.evaluate`)
                  higher_is_better:dict|None=None): # {metric: bool} for metrics no task declares (e.g. fastai's `accuracy`)
         store_attr()
+        if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 1):
+            raise MtlsynError(f"ConvergenceCallback: every={every!r} must be a whole number of optimizer steps ≥ 1, or None")
         self.metrics_ = list(L(metric)); self.targets = dict(targets or {}); self.higher_is_better = dict(higher_is_better or {})
-        self.history,self.step_history,self.flops_per_step,self.flops_bs = [],[],None,None
+        self.history,self.step_history,self.evals,self._weights = [],[],[],[]
+        self.flops_per_step=self.flops_bs=self.eval_flops=self.eval_bs=self.probe_step = None
+        if count_flops: FlopProbe.warmup()   # outside the fit's clocks
 
     def lower(self, m:str)->bool:
         "Whether the tracked metric `m` improves downwards: from `higher_is_better`, else as its task declares"
@@ -85,12 +100,11 @@ class ConvergenceCallback(Callback):
 @patch
 def before_fit(self:ConvergenceCallback):
     names = [n for n in self.recorder.metric_names[1:] if n!='time']
-    self._names = names
     m = self.learn.model; tn = getattr(getattr(m, 'module', m), 'task_names', None)   # DDP/accelerate wrap the model
-    self._tasks = list(tn) if tn is not None else []
+    self._names,self._tasks = names,(list(tn) if tn is not None else [])
     default = getattr(self.learn, 'monitor', None) or next((n for n in names if not n.endswith('loss')), None)
     metrics = self.metrics_ or [default]
-    missing = [m for m in metrics if m not in names]
+    missing = [m for m in metrics + list(self.targets) if m not in names]
     if missing: raise MtlsynError(f"ConvergenceCallback: metric {missing[0]!r} is not recorded: choose one of {', '.join(names)}")
     if self.every and not hasattr(self.learn, 'evaluate'): raise MtlsynError("ConvergenceCallback(every=...) needs an `MTLLearner` (`mtl_learner`)")
     self.tracked = list(metrics)
@@ -99,61 +113,115 @@ def before_fit(self:ConvergenceCallback):
         for n in names:
             k = _task_key(n, self._tasks)
             if k in self._tasks and k not in have: self.tracked.append(n); have.add(k)
-    self.history,self.step_history,self.n_steps,self.n_samples = [],[],0,0
-    self.flop_probe,self._probed = FlopProbe(),False
-    self.t0 = time.perf_counter()
+    self.history,self.step_history,self.evals,self.n_steps,self.n_samples = [],[],[],0,0
+    self.flop_probe,self._probing,self.untimed = FlopProbe(),None,False
+    self.flops_per_step=self.flops_bs=self.eval_flops=self.eval_bs=self.probe_step = None
+    self.train_s,self.eval_s,self._t = 0.,0.,None
+    try: self._cuda = next(m.parameters()).device.type=='cuda'
+    except StopIteration: self._cuda = False
+    self._h0 = len(getattr(getattr(self.learn, 'mtl', None), 'history', None) or [])   # `MTLCallback`'s per-step log
 
 # %% ../../nbs/06a_callback.convergence.ipynb #9490b4d4
 @patch
+def _probe_due(self:ConvergenceCallback)->bool:
+    "Whether this training step is the steady-state one the FLOP probe measures"
+    if not self.count_flops or self.flops_per_step is not None: return False
+    return self.epoch >= 1 if self.n_epoch > 1 else self.iter >= min(2, self.n_iter-1)
+
+@patch
 def before_batch(self:ConvergenceCallback):
-    if self.training and self.count_flops and not self._probed:
-        self._probed = True; self.flops_bs = batch_size(self.xb)
-        try: self.flop_probe.start()
-        except Exception as e: warnings.warn(f"FLOP probe failed to start: {e}"); self.flop_probe.mode = None
+    if self.training: what = 'train' if self._probe_due() else None
+    else: what = 'eval' if self.count_flops and self.flops_per_step is not None and self.eval_flops is None else None
+    if what is None: return
+    self._probing,self.untimed = what,self.training
+    try: self.flop_probe.start()
+    except Exception as e:
+        warnings.warn(f"FLOP probe failed to start: {e}"); self.flop_probe.mode,self._probing,self.count_flops = None,None,False
 
 @patch
 def after_backward(self:ConvergenceCallback):
-    if self.flop_probe.active: self.flops_per_step = self.flop_probe.stop()
+    if self._probing=='train' and self.flop_probe.active:
+        self.flops_per_step,self.flops_bs,self.probe_step = self.flop_probe.stop(),batch_size(self.xb),self.n_steps+1
 
 @patch
 def after_batch(self:ConvergenceCallback):
-    if self.flop_probe.active: self.flop_probe.stop()   # the step was cancelled before backward
-    if self.training: self.n_samples += batch_size(self.xb)
-
-@patch
-def after_step(self:ConvergenceCallback):
-    self.n_steps += 1
-    if self.every and self.n_steps % self.every == 0:
-        vals = self.learn.evaluate()
-        self.step_history.append(dict(epoch=self.epoch, step=self.n_steps, samples=self.n_samples + batch_size(self.xb),
-                                      seconds=time.perf_counter()-self.t0, **{m: _clean(vals.get(m)) for m in self.tracked}))
+    if self.flop_probe.active:      # a validation batch, or a training step cancelled before backward (the next one is probed)
+        f = self.flop_probe.stop()
+        if self._probing=='eval': self.eval_flops,self.eval_bs = f,batch_size(self.xb)
+    self._probing = None
+    if self.training: self.n_samples += batch_size(self.xb); self.untimed = False
 
 # %% ../../nbs/06a_callback.convergence.ipynb #802a95b1
 @patch
+def before_train(self:ConvergenceCallback): self._t = time.perf_counter()
+
+@patch
+def after_train(self:ConvergenceCallback):
+    if self._cuda: torch.cuda.synchronize()
+    self.train_s += time.perf_counter() - self._t; self._t = None
+
+@patch(as_prop=True)
+def train_seconds(self:ConvergenceCallback)->float:
+    "Training seconds of this fit so far: validation and step evaluations are not counted"
+    return self.train_s + (time.perf_counter() - self._t if self._t is not None else 0.)
+
+@patch
+def _add_eval(self:ConvergenceCallback, epoch:float, samples:int, seconds:float, vals:dict):
+    "One entry of `evals`: where training stood and the validation values (`val_<name>`)"
+    self.evals.append(dict(epoch=float(epoch), step=self.n_steps, samples=int(samples), seconds=float(seconds),
+                           **{('val_loss' if k in ('valid_loss','loss') else f'val_{k}'): _num(v) for k,v in vals.items()}))
+
+# %% ../../nbs/06a_callback.convergence.ipynb #6e35c5c7
+@patch
+def after_step(self:ConvergenceCallback):
+    self.n_steps += 1
+    if not self.every or self.n_steps % self.every or self.iter == self.n_iter-1: return   # the epoch's own validation follows
+    secs,samples = self.train_seconds,self.n_samples + batch_size(self.xb)
+    div = getattr(self.learn, 'divergence', None)
+    if div is not None: div.flush()            # never evaluate a model whose loss is already nan
+    t = time.perf_counter(); vals = self.learn.evaluate(); dt = time.perf_counter() - t
+    self._t += dt; self.eval_s += dt; self.untimed = True
+    if div is not None: div.check(vals)
+    self._add_eval(self.epoch + (self.iter+1)/self.n_iter, samples, secs, vals)
+    self.step_history.append(dict(epoch=self.epoch, step=self.n_steps, samples=samples, seconds=secs,
+                                  **{m: _clean(vals.get(m)) for m in self.tracked}))
+
+@patch
 def after_epoch(self:ConvergenceCallback):
     vals = dict(zip(self._names, self.recorder.values[-1])) if self.recorder.values else {}
-    row = dict(epoch=self.epoch, step=self.n_steps, samples=self.n_samples,
-               seconds=time.perf_counter()-self.t0)
+    row = dict(epoch=self.epoch, step=self.n_steps, samples=self.n_samples, seconds=self.train_s)
     row.update({m: _clean(vals.get(m)) for m in self.tracked})
     if 'valid_loss' in vals: row['valid_loss'] = _clean(vals['valid_loss'])
     self.history.append(row)
+    self._add_eval(self.epoch+1, self.n_samples, self.train_s, {k:v for k,v in vals.items() if k!='train_loss'})
 
+# %% ../../nbs/06a_callback.convergence.ipynb #393fac37
 @patch
 def after_fit(self:ConvergenceCallback):
     if self.flop_probe.active: self.flop_probe.stop()
+    self._probing = None
+    rec = self.recorder
+    self._curve_names = [n for n in rec.metric_names[1:] if n!='time']
+    self._curve_values = [[_num(v) for v in vs] for vs in rec.values]
+    self._weights = list((getattr(getattr(self.learn, 'mtl', None), 'history', None) or [])[self._h0:])
 
 @patch(as_prop=True)
 def flops_per_sample(self:ConvergenceCallback)->float|None:
-    "Training FLOPs per sample, from the probed step"
+    "Training FLOPs (forward+backward) per sample, from the steady-state probe step"
     return self.flops_per_step/self.flops_bs if self.flops_per_step and self.flops_bs else None
+
+@patch(as_prop=True)
+def flops_per_eval_sample(self:ConvergenceCallback)->float|None:
+    "Evaluation FLOPs (forward) per sample, from the validation batch after the probe step"
+    return self.eval_flops/self.eval_bs if self.eval_flops and self.eval_bs else None
 
 # %% ../../nbs/06a_callback.convergence.ipynb #4f46286e
 @patch
 def summary(self:ConvergenceCallback, m:str)->dict:
-    "Target, first epoch/step/samples/FLOPs/seconds reaching it, AULC and best for the tracked metric `m`"
+    "Own-best target, first epoch/step/samples/FLOPs/seconds reaching it, AULC and best for the tracked metric `m`"
     vals = [h.get(m) for h in self.history]
     lower = self.lower(m)
-    tgt = self.targets.get(m, frac_target(vals, self.target_frac, lower))
+    tgt = frac_target(vals, self.target_frac, lower)
     i = None if tgt is None else first_reach(vals, tgt, lower)
     h = self.history[i] if i is not None else None
     ok = [v for v in vals if v is not None and not (isinstance(v,float) and math.isnan(v))]
@@ -166,10 +234,19 @@ def summary(self:ConvergenceCallback, m:str)->dict:
                 aulc=float(np.mean(ok)) if ok else None,
                 best=(min(ok) if lower else max(ok)) if ok else None)
 
+@patch
+def abs_summary(self:ConvergenceCallback, m:str, # a recorded metric, `<task>_<metric>`
+                target:float)->dict:
+    "The first evaluation at which `m` reaches the absolute `target`: its step, samples, FLOPs, training seconds and epoch (None when never)"
+    evals = self.curves()['evals']
+    i = first_reach([e.get(_val_key(m)) for e in evals], target, self.lower(m))
+    e = evals[i] if i is not None else {}
+    return {f: e.get(f) for f in ('step','samples','flops','seconds','epoch')}
+
 # %% ../../nbs/06a_callback.convergence.ipynb #3fdf2131
 @patch
 def record(self:ConvergenceCallback)->dict:
-    "Flat run-record keys `conv_<task>_{epoch,step,samples,flops,seconds}_to_target`, `conv_<task>_aulc`, `best_epoch`"
+    "Flat run-record keys: `conv_<task>_*_to_target` (own best), `conv_<task>_<metric>_*_to_abs_target`, `best_epoch`, `flops_per_*`"
     r = {}
     tracked = getattr(self, 'tracked', self.metrics_)
     for m in tracked:
@@ -180,5 +257,32 @@ def record(self:ConvergenceCallback)->dict:
     vals = [h.get(first) for h in self.history] if first else []
     ok = [(v,h['epoch']) for v,h in zip(vals, self.history) if v is not None and not (isinstance(v,float) and math.isnan(v))]
     r['best_epoch'] = (min(ok)[1] if self.lower(first) else max(ok, key=lambda o:(o[0],-o[1]))[1]) if ok else None
-    r['conv_flops_per_sample'] = self.flops_per_sample
+    r['conv_target_rule'] = 'frac_of_own_best'
+    for m,t in self.targets.items():
+        r[f'conv_{m}_abs_target'] = t
+        for f,v in self.abs_summary(m, t).items(): r[f'conv_{m}_{f}_to_abs_target'] = v
+    r['flops_per_sample'] = r['conv_flops_per_sample'] = self.flops_per_sample
+    r['flops_per_eval_sample'],r['flops_probe_step'] = self.flops_per_eval_sample,self.probe_step
     return r
+
+# %% ../../nbs/06a_callback.convergence.ipynb #9b69bc6f
+def _val_key(name:str)->str: return 'val_loss' if name in ('valid_loss','loss') else f'val_{name}'
+
+@patch
+def task_weights(self:ConvergenceCallback, max_points:int=500)->list:
+    "Task weights by training step (at most `max_points`, evenly spread, the last kept); empty when the weighting never changes them"
+    hs = [{k:_num(v) for k,v in h['weights'].items()} for h in self._weights]
+    if len({tuple(sorted(h.items())) for h in hs}) < 2: return []
+    idx = np.unique(np.linspace(0, len(hs)-1, min(len(hs), max_points)).round().astype(int))
+    return [dict(step=int(i)+1, **hs[i]) for i in idx]
+
+@patch
+def curves(self:ConvergenceCallback, max_points:int=500)->dict:
+    "The run's curves file: the recorder's `names`/`values`, every evaluation in `evals`, `task_weights` when they change"
+    fps = self.flops_per_sample
+    evals = [dict(e, flops=None if fps is None else fps*e['samples']) for e in self.evals]
+    evals = [{k:e[k] for k in ('epoch','step','samples','flops','seconds')} | {k:v for k,v in e.items() if k.startswith('val_')} for e in evals]
+    out = dict(names=list(getattr(self, '_curve_names', [])), values=list(getattr(self, '_curve_values', [])), evals=evals)
+    tw = self.task_weights(max_points)
+    if tw: out['task_weights'] = tw
+    return out

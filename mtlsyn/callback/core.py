@@ -1,4 +1,4 @@
-"""What every instrument shares: counting the samples of a batch, whether it is a tuple of tensors or a dict
+"""What every instrument shares: counting the samples of a batch, and ending a run whose loss or metrics are no longer numbers
 
 Docs: https://mtlsyn.github.io/mtlsyn/callback.core.html.md"""
 
@@ -6,10 +6,14 @@ Docs: https://mtlsyn.github.io/mtlsyn/callback.core.html.md"""
 
 # %% ../../nbs/06_callback.core.ipynb #9e4cbea9
 from __future__ import annotations
+import math
 import torch
+from fastcore.basics import patch
+from ..core import MtlsynError
+from fastai.callback.core import Callback, CancelFitException
 
 # %% auto #0
-__all__ = ['batch_size']
+__all__ = ['batch_size', 'RunDiverged', 'DivergenceCallback']
 
 # %% ../../nbs/06_callback.core.ipynb #e5cffbcc
 def batch_size(b)->int:
@@ -25,3 +29,68 @@ def batch_size(b)->int:
         if all(isinstance(o, str) for o in b): return len(b)
         return batch_size(b[0])
     return len(b)
+
+# %% ../../nbs/06_callback.core.ipynb #a5fe4ebe
+class RunDiverged(MtlsynError):
+    "A run whose training loss or a validation value became non-finite: `what`, its `value`, the 1-based `epoch` and optimizer `step`"
+    def __init__(self, what:str='', value=None, epoch:int|None=None, step:int|None=None, hint:str='lower the learning rate'):
+        self.what,self.value,self.epoch,self.step,self.hint = what,value,epoch,step,hint
+        super().__init__(self.reason)
+    @property
+    def reason(self)->str: return f"diverged: {self.what} is {self.value} at step {self.step} (epoch {self.epoch}): {self.hint}"
+    def __str__(self): return self.reason
+    def __reduce__(self): return (type(self), (self.what, self.value, self.epoch, self.step, self.hint))
+
+# %% ../../nbs/06_callback.core.ipynb #f72137ff
+class DivergenceCallback(Callback):
+    "End the fit with `RunDiverged` when the training loss, the validation loss or a validation metric is non-finite"
+    order = 90   # after the recorder (after_epoch) and after every other callback's clean-up (after_fit)
+    def __init__(self, every:int|None=None): # check the training loss every `every` steps; None: each step on CPU, 16 on a GPU
+        self.every,self.error = every,None
+    def before_fit(self):
+        self.error,self.n_steps,self._pending = None,0,[]
+        try: cuda = next(self.learn.model.parameters()).device.type=='cuda'
+        except StopIteration: cuda = False
+        self._every = self.every or (16 if cuda else 1)
+    def after_loss(self):
+        if not self.training: return
+        self.n_steps += 1; loss = self.learn.loss.detach()
+        self._pending.append((torch.isfinite(loss).all(), loss, self.epoch, self.n_steps))
+        if len(self._pending) >= self._every: self.flush()
+    def after_train(self): self.flush()
+    def after_epoch(self):
+        names = [n for n in self.recorder.metric_names[1:] if n!='time']
+        if self.recorder.values: self.check(dict(zip(names, self.recorder.values[-1])))
+    def after_fit(self):
+        if self.error is not None: raise self.error
+
+# %% ../../nbs/06_callback.core.ipynb #e280652d
+def _finite(v)->bool:
+    if isinstance(v, torch.Tensor): return bool(torch.isfinite(v).all())
+    return not isinstance(v, float) or math.isfinite(v)
+
+@patch
+def flush(self:DivergenceCallback):
+    "Check the training losses not yet checked (one wait for the GPU); trip on the first non-finite one"
+    p,self._pending = self._pending,[]
+    if not p: return
+    ok = torch.stack([o[0] for o in p]).cpu()
+    if bool(ok.all()): return
+    _,loss,epoch,step = p[int((~ok).nonzero()[0])]
+    self.trip('the training loss', float(loss), epoch, step)
+
+@patch
+def check(self:DivergenceCallback, values:dict, # validation values by name (`valid_loss` or `loss`, metrics)
+          step:int|None=None):                    # the optimizer step they were measured at (default: the last)
+    "Trip on the first non-finite number among `values`"
+    bad = [k for k,v in values.items() if not _finite(v)]
+    if not bad: return
+    loss_ok = all(_finite(values[k]) for k in ('valid_loss','loss','train_loss') if k in values)
+    hint = 'the metric cannot be computed (one class in the validation set?)' if loss_ok else 'lower the learning rate'
+    self.trip(bad[0], values[bad[0]], self.epoch, self.n_steps if step is None else step, hint)
+
+@patch
+def trip(self:DivergenceCallback, what:str, value, epoch:int, step:int, hint:str='lower the learning rate'):
+    "Remember why the run diverged (`epoch` 0-based as fastai counts) and cancel the fit; `RunDiverged` follows in `after_fit`"
+    self.error = RunDiverged(what, float(value), epoch+1, step, hint)
+    raise CancelFitException()

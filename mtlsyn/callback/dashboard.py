@@ -30,6 +30,7 @@ def _rss_mb():
         import psutil; return psutil.Process().memory_info().rss/2**20
     except Exception: return None
 
+# %% ../../nbs/06e_callback.dashboard.ipynb #d2217eb5
 class DashboardCallback(Callback):
     "Live ipywidgets view of loss, metrics, memory, task weights and throughput in a notebook; a final matplotlib figure"
     order = Recorder.order+4
@@ -50,66 +51,79 @@ class DashboardCallback(Callback):
                 self._html,self._out = W.HTML(), W.Output()
                 self.panel = W.VBox([self._html, self._out]); self._handle = display(self.panel, display_id=True)
             except Exception as e: warnings.warn(f"dashboard: no widgets ({e}); falling back to the progress bar"); self._live = False
-    def after_batch(self):
-        if not self.training: return
-        self._n += 1; self._seen += batch_size(self.xb)
-        if self._n % self.every: return
-        now = time.perf_counter()
-        s = dict(step=self._n, epoch=self.epoch, loss=float(getattr(self.learn, 'smooth_loss', float('nan'))),
-                 img_per_s=self._seen/(now-self._t) if now>self._t else None, rss_mb=_rss_mb())
-        if torch.cuda.is_available(): s['cuda_alloc_mb'] = torch.cuda.memory_allocated()/2**20
-        w = getattr(self.learn, 'task_weights', None)
-        if isinstance(w, dict): s.update({f'w_{k}': float(v) for k,v in w.items()})
-        self.steps.append(s); self._t,self._seen = now,0
-        if self._live: self._html.value = self.table_html()
-    def after_epoch(self):
-        vals = dict(zip(self._names, self.recorder.values[-1])) if self.recorder.values else {}
-        self.epochs.append(dict(epoch=self.epoch, step=self._n, **{k: float(v) for k,v in vals.items() if v is not None}))
-        if self._live:
-            self._html.value = self.table_html()
-            import matplotlib.pyplot as plt
-            self._out.clear_output(wait=True)
-            with self._out: fig = self.plot(); plt.show(fig)
-    def after_fit(self):
-        if not self.show_final: return
-        try:
-            from IPython import get_ipython
-            if get_ipython() is None: return
-            from IPython.display import display
-            import matplotlib.pyplot as plt
-        except ImportError: return
-        fig = self.plot()
-        if self._live and self.panel is not None:   # the figure takes the live panel's place in the page
-            self._handle.update(fig); self.panel.close()
-        else: display(fig)
-        plt.close(fig)
 
-    def table_html(self)->str:
-        "The latest values as a small HTML table"
-        last = {**(self.epochs[-1] if self.epochs else {}), **(self.steps[-1] if self.steps else {})}
-        rows = ''.join(f'<tr><td>{html.escape(str(k))}</td><td>{v:.4g}</td></tr>' if isinstance(v, float) else
-                       f'<tr><td>{html.escape(str(k))}</td><td>{v}</td></tr>' for k,v in last.items() if v is not None)
-        return f'<table>{rows}</table>'
+# %% ../../nbs/06e_callback.dashboard.ipynb #d7c8735f
+@patch
+def after_batch(self:DashboardCallback):
+    if not self.training: return
+    self._n += 1; self._seen += batch_size(self.xb)
+    if self._n % self.every: return
+    now = time.perf_counter()
+    s = dict(step=self._n, epoch=self.epoch, loss=float(getattr(self.learn, 'smooth_loss', float('nan'))),
+             img_per_s=self._seen/(now-self._t) if now>self._t else None, rss_mb=_rss_mb())
+    if torch.cuda.is_available(): s['cuda_alloc_mb'] = torch.cuda.memory_allocated()/2**20
+    w = getattr(self.learn, 'task_weights', None)
+    if isinstance(w, dict): s.update({f'w_{k}': float(v) for k,v in w.items()})
+    self.steps.append(s); self._t,self._seen = now,0
+    if self._live: self._html.value = self.table_html()
 
-    def plot(self, figsize=None):
-        "A figure of training loss, validation values, memory and throughput, task weights: the dashboard's data"
+@patch
+def after_epoch(self:DashboardCallback):
+    vals = dict(zip(self._names, self.recorder.values[-1])) if self.recorder.values else {}
+    self.epochs.append(dict(epoch=self.epoch, step=self._n, **{k: float(v) for k,v in vals.items() if v is not None}))
+    if self._live:
+        self._html.value = self.table_html()
         import matplotlib.pyplot as plt
-        fig, axs = plt.subplots(1, 4, figsize=figsize or self.figsize, dpi=80)
-        st, ep = pd.DataFrame(self.steps), pd.DataFrame(self.epochs)
-        if len(st): axs[0].plot(st.step, st.loss, label='train (smoothed)')
-        if len(ep) and 'valid_loss' in ep: axs[0].plot(ep.step, ep.valid_loss, 'o-', label='valid')
-        axs[0].set_title('loss'); axs[0].set_xlabel('step'); axs[0].legend(fontsize=7)
-        for c in [c for c in ep.columns if c not in ('epoch','step','train_loss','valid_loss')]:
-            axs[1].plot(ep.epoch, ep[c], 'o-', label=c)
-        axs[1].set_title('validation'); axs[1].set_xlabel('epoch'); axs[1].legend(fontsize=7)
-        if len(st):
-            axs[2].plot(st.step, st.img_per_s, color='C2'); axs[2].set_ylabel('img/s', color='C2')
-            ax2 = axs[2].twinx(); mc = 'cuda_alloc_mb' if 'cuda_alloc_mb' in st else 'rss_mb'
-            ax2.plot(st.step, st[mc], color='C3'); ax2.set_ylabel(mc.replace('_mb', ' MiB'), color='C3')
-        axs[2].set_title('throughput, memory'); axs[2].set_xlabel('step')
-        wc = [c for c in st.columns if c.startswith('w_')]
-        for c in wc: axs[3].plot(st.step, st[c], label=c[2:])
-        axs[3].set_title('task weights' if wc else 'task weights (none)'); axs[3].set_xlabel('step')
-        if wc: axs[3].legend(fontsize=7)
-        fig.tight_layout()
-        return fig
+        self._out.clear_output(wait=True)
+        with self._out: fig = self.plot(); plt.show(fig)
+
+# %% ../../nbs/06e_callback.dashboard.ipynb #18e0439a
+@patch
+def after_fit(self:DashboardCallback):
+    if not self.show_final: return
+    try:
+        from IPython import get_ipython
+        if get_ipython() is None: return
+        from IPython.display import display
+        import matplotlib.pyplot as plt
+    except ImportError: return
+    fig = self.plot()
+    if self._live and self.panel is not None:   # the figure takes the live panel's place in the page
+        self._handle.update(fig); self.panel.close()
+    else: display(fig)
+    plt.close(fig)
+
+# %% ../../nbs/06e_callback.dashboard.ipynb #a1604ef1
+@patch
+def table_html(self:DashboardCallback)->str:
+    "The latest values as a small HTML table"
+    last = {**(self.epochs[-1] if self.epochs else {}), **(self.steps[-1] if self.steps else {})}
+    rows = ''.join(f'<tr><td>{html.escape(str(k))}</td><td>{v:.4g}</td></tr>' if isinstance(v, float) else
+                   f'<tr><td>{html.escape(str(k))}</td><td>{v}</td></tr>' for k,v in last.items() if v is not None)
+    return f'<table>{rows}</table>'
+
+# %% ../../nbs/06e_callback.dashboard.ipynb #9f4541a4
+@patch
+def plot(self:DashboardCallback, figsize=None # (width, height) in inches; default: the callback's `figsize`
+        ):
+    "A figure of training loss, validation values, memory and throughput, task weights: the dashboard's data"
+    import matplotlib.pyplot as plt
+    fig, axs = plt.subplots(1, 4, figsize=figsize or self.figsize, dpi=80)
+    st, ep = pd.DataFrame(self.steps), pd.DataFrame(self.epochs)
+    if len(st): axs[0].plot(st.step, st.loss, label='train (smoothed)')
+    if len(ep) and 'valid_loss' in ep: axs[0].plot(ep.step, ep.valid_loss, 'o-', label='valid')
+    axs[0].set_title('loss'); axs[0].set_xlabel('step'); axs[0].legend(fontsize=7)
+    for c in [c for c in ep.columns if c not in ('epoch','step','train_loss','valid_loss')]:
+        axs[1].plot(ep.epoch, ep[c], 'o-', label=c)
+    axs[1].set_title('validation'); axs[1].set_xlabel('epoch'); axs[1].legend(fontsize=7)
+    if len(st):
+        axs[2].plot(st.step, st.img_per_s, color='C2'); axs[2].set_ylabel('img/s', color='C2')
+        ax2 = axs[2].twinx(); mc = 'cuda_alloc_mb' if 'cuda_alloc_mb' in st else 'rss_mb'
+        ax2.plot(st.step, st[mc], color='C3'); ax2.set_ylabel(mc.replace('_mb', ' MiB'), color='C3')
+    axs[2].set_title('throughput, memory'); axs[2].set_xlabel('step')
+    wc = [c for c in st.columns if c.startswith('w_')]
+    for c in wc: axs[3].plot(st.step, st[c], label=c[2:])
+    axs[3].set_title('task weights' if wc else 'task weights (none)'); axs[3].set_xlabel('step')
+    if wc: axs[3].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

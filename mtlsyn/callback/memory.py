@@ -1,4 +1,4 @@
-"""Peak memory per epoch (CUDA allocated/reserved, process RSS), a static breakdown of parameters, gradients and optimizer state, and the activation memory of one training step, per task
+"""Peak memory per epoch (CUDA allocated/reserved, process RSS), what is fixed before training (the process, frozen weights) and what training adds, a static breakdown of parameters, gradients and optimizer state, and the activation memory of one training step, per task
 
 Docs: https://mtlsyn.github.io/mtlsyn/callback.memory.html.md"""
 
@@ -16,7 +16,7 @@ from fastai.learner import Recorder
 
 # %% auto #0
 __all__ = ['MB', 'model_parts', 'PartTracker', 'SavedTensorMeter', 'optimizer_state', 'static_memory', 'reset_peak_rss',
-           'RSSPeak', 'MemoryCallback']
+           'RSSPeak', 'rss_bytes', 'frozen_memory', 'MemoryCallback']
 
 # %% ../../nbs/06b_callback.memory.ipynb #ce2c1f7c
 MB = 2**20  # bytes in a MiB: every `mem_*_mb` figure is in MiB
@@ -52,29 +52,36 @@ class PartTracker:
         elif name in self.stack: self.stack.remove(name)
         d = self.depth.get(name, 1)-1; self.depth[name] = d
         if d==0 and self.on_exit: self.on_exit(name)
-    def open(self):
-        for name,mod in self.parts.items():
-            for m in mod.modules():
-                self.handles.append(m.register_forward_pre_hook(lambda *a, n=name: self._push(n)))
-                self.handles.append(m.register_forward_hook(lambda *a, n=name: self._pop(n), always_call=True))
-            if self.on_output: self.handles.append(mod.register_forward_hook(lambda m,a,o, n=name: self.on_output(n, o)))
-            f = getattr(type(mod), 'loss', None)
-            if callable(f) and 'loss' not in mod.__dict__:
-                def _loss(*args, _f=f, _m=mod, _n=name, **kw):
-                    self._push(_n)
-                    try:
-                        res = _f(_m, *args, **kw)
-                        if self.on_output: self.on_output(_n, res)
-                        return res
-                    finally: self._pop(_n)
-                object.__setattr__(mod, 'loss', _loss); self.wrapped.append(mod)
-        return self
-    def close(self):
-        for h in self.handles: h.remove()
-        for m in self.wrapped: object.__delattr__(m, 'loss')
-        self.handles,self.wrapped,self.stack,self.depth = [],[],[],{}
     def __enter__(self): return self.open()
     def __exit__(self, *a): self.close()
+
+# %% ../../nbs/06b_callback.memory.ipynb #d04eda58
+@patch
+def open(self:PartTracker)->PartTracker:
+    "Hook every module of each part, and wrap each part's `loss`, so `current` follows the running part"
+    for name,mod in self.parts.items():
+        for m in mod.modules():
+            self.handles.append(m.register_forward_pre_hook(lambda *a, n=name: self._push(n)))
+            self.handles.append(m.register_forward_hook(lambda *a, n=name: self._pop(n), always_call=True))
+        if self.on_output: self.handles.append(mod.register_forward_hook(lambda m,a,o, n=name: self.on_output(n, o)))
+        f = getattr(type(mod), 'loss', None)
+        if callable(f) and 'loss' not in mod.__dict__:
+            def _loss(*args, _f=f, _m=mod, _n=name, **kw):
+                self._push(_n)
+                try:
+                    res = _f(_m, *args, **kw)
+                    if self.on_output: self.on_output(_n, res)
+                    return res
+                finally: self._pop(_n)
+            object.__setattr__(mod, 'loss', _loss); self.wrapped.append(mod)
+    return self
+
+@patch
+def close(self:PartTracker):
+    "Remove every hook and `loss` wrapper: the model is as it was"
+    for h in self.handles: h.remove()
+    for m in self.wrapped: object.__delattr__(m, 'loss')
+    self.handles,self.wrapped,self.stack,self.depth = [],[],[],{}
 
 # %% ../../nbs/06b_callback.memory.ipynb #35ff5ba7
 def _skey(t:torch.Tensor):
@@ -88,6 +95,7 @@ def _is_param_copy(t:torch.Tensor)->bool:
     if fn is None or fn.name()!='ToCopyBackward0': return False
     return any(isinstance(getattr(n, 'variable', None), nn.Parameter) for n,_ in fn.next_functions if n is not None)
 
+# %% ../../nbs/06b_callback.memory.ipynb #cb7227f9
 class SavedTensorMeter:
     "Count the unique non-parameter storages autograd saves for backward while open; attribute them with `tracker`"
     def __init__(self, model:nn.Module|None=None, tracker:PartTracker|None=None):
@@ -102,10 +110,12 @@ class SavedTensorMeter:
         self.seen[key] = (nb, self.tracker.current if self.tracker else None, _is_param_copy(t), t.dtype)
         return t.detach()
     def open(self):
+        "Start counting: push the saved-tensor hooks (forgets what an earlier window saw)"
         self.seen = {}
         self.ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t); self.ctx.__enter__()
         return self
     def close(self):
+        "Stop counting: pop the saved-tensor hooks; what was seen stays readable"
         if self.ctx is not None: self.ctx.__exit__(None, None, None); self.ctx = None
     @property
     def active(self): return self.ctx is not None
@@ -145,12 +155,13 @@ def optimizer_state(opt)->dict:
     return dict(getattr(opt, 'state', {}) or {})
 
 def static_memory(model:nn.Module, opt=None)->dict:
-    "Bytes of `model`'s parameters, of their current gradients and of optimizer `opt`'s state (unique storages)"
+    "Bytes of `model`'s parameters (all, and `trainable_params`), of their current gradients and of optimizer `opt`'s state (unique storages)"
     ps = list(model.parameters())
     params = _unique_bytes(ps)
     grads = _unique_bytes([p.grad for p in ps if p.grad is not None])
     optim = _unique_bytes(_tensors(list(optimizer_state(opt).values())), exclude=set(params)|set(grads))
-    return dict(params=sum(params.values()), grads=sum(grads.values()), optim=sum(optim.values()))
+    trainable = _unique_bytes([p for p in ps if p.requires_grad])
+    return dict(params=sum(params.values()), trainable_params=sum(trainable.values()), grads=sum(grads.values()), optim=sum(optim.values()))
 
 # %% ../../nbs/06b_callback.memory.ipynb #6cb77a36
 def _vm_hwm()->int|None:
@@ -166,10 +177,12 @@ def reset_peak_rss()->bool:
         return _vm_hwm() is not None
     except OSError: return False
 
+# %% ../../nbs/06b_callback.memory.ipynb #06b5f4f5
 class RSSPeak:
     "Peak RSS between `start()` and `stop()`: the kernel's reset high-water mark, else a sampling thread every `interval` s"
     def __init__(self, interval:float=0.02, method:str|None=None): self.interval,self.method,self._th = interval,method,None
     def start(self):
+        "Open the window: reset the kernel's high-water mark, else start the sampling thread"
         if self.method in (None, 'clear_refs') and reset_peak_rss(): self.method = 'clear_refs'; return self
         import psutil
         self.method,self._proc,self._peak = 'sampling',psutil.Process(),0
@@ -186,19 +199,50 @@ class RSSPeak:
         self._stop.set(); self._th.join(timeout=1)
         return max(self._peak, self._proc.memory_info().rss)
 
+# %% ../../nbs/06b_callback.memory.ipynb #02929f4c
+def rss_bytes()->int:
+    "The resident memory of this process now, in bytes"
+    import psutil
+    return psutil.Process().memory_info().rss
+
+def _hidden(m:nn.Module):
+    "Modules and tensor dicts `m` holds as plain attributes (outside `_modules`)"
+    for k,v in vars(m).items():
+        if k.startswith('_'): continue
+        if isinstance(v, nn.Module): yield 'hidden', [*v.parameters(), *v.buffers()]
+        elif isinstance(v, dict) and v and all(isinstance(t, torch.Tensor) for t in v.values()): yield 'caches', list(v.values())
+
+def frozen_memory(model:nn.Module)->dict:
+    "Bytes `model` holds but never trains: frozen parameters and buffers, modules and tensor caches held outside its submodules"
+    model = getattr(model, 'module', model)   # DDP / accelerate wrappers
+    trained = _unique_bytes([p for p in model.parameters() if p.requires_grad])
+    seen = dict(trained); out = dict(registered=0, hidden=0, caches=0, cached_original=0)
+    def add(kind, ts):
+        new = _unique_bytes(ts, exclude=seen); seen.update(new); out[kind] += sum(new.values())
+    add('registered', [p for p in model.parameters() if not p.requires_grad] + list(model.buffers()))
+    for m in model.modules():
+        for kind,ts in _hidden(m): add(kind, ts)
+        hf = m._modules.get('hf')
+        if getattr(m, 'mode', None) in ('finetune', 'partial') and hf is not None:    # its frozen original stays cached
+            out['cached_original'] += sum(t.numel()*t.element_size() for t in [*hf.parameters(), *hf.buffers()])
+    return out
+
 # %% ../../nbs/06b_callback.memory.ipynb #3771430f
 class MemoryCallback(Callback):
-    "Peak CUDA/RSS memory per epoch, static parameter/gradient/optimizer bytes and one step's activation memory per part"
+    "Peak CUDA/RSS memory per epoch, fixed memory (before fit, frozen weights), static bytes and one step's activations per part"
     order = Recorder.order+2
     def __init__(self, probe_activations:bool=True, # measure one training step's saved tensors
                  rss_method:str|None=None):         # 'clear_refs' or 'sampling'; None: the first that works
-        store_attr(); self.epochs,self.static,self.act = [],{},None
+        store_attr(); self.epochs,self.static,self.frozen,self.act = [],{},{},None
     def before_fit(self):
         self.epochs,self.static,self._probed,self._meter,self._tracker = [],{},False,None,None
         self.parts = model_parts(self.learn.model)
         try: self.device = next(self.learn.model.parameters()).device
         except StopIteration: self.device = torch.device('cpu')
         self.on_cuda = self.device.type=='cuda'
+        self.base_rss = rss_bytes()
+        self.base_cuda = torch.cuda.memory_allocated(self.device) if self.on_cuda else None
+        self.frozen = frozen_memory(self.learn.model)
     def before_epoch(self):
         if self.on_cuda: torch.cuda.reset_peak_memory_stats(self.device)
         self._rss = RSSPeak(method=self.rss_method).start()
@@ -211,34 +255,53 @@ class MemoryCallback(Callback):
         if self._meter is not None and self._meter.active:
             self._meter.close(); self.act = self._meter
         if self._tracker is not None: self._tracker.close(); self._tracker = None
-    @property
-    def probing(self)->bool:
-        "Whether the activation probe is open (the forward of the first training step)"
-        return getattr(self, '_meter', None) is not None and self._meter.active
-    def after_loss(self): self._close_probe()
-    def after_step(self):
-        if not self.static: self.static = static_memory(self.learn.model, self.learn.opt)
-    def after_batch(self): self._close_probe()
-    def after_epoch(self):
-        e = dict(epoch=self.epoch, rss_peak_mb=self._rss.stop()/MB, rss_method=self._rss.method)
-        if self.on_cuda:
-            torch.cuda.synchronize(self.device)
-            e['cuda_peak_alloc_mb'] = torch.cuda.max_memory_allocated(self.device)/MB
-            e['cuda_peak_reserved_mb'] = torch.cuda.max_memory_reserved(self.device)/MB
-        self.epochs.append(e)
-    def after_fit(self):
-        self._close_probe()
-        if not self.static: self.static = static_memory(self.learn.model, self.learn.opt)
-    def record(self)->dict:
-        "Flat run-record keys `mem_*` (MiB): peaks over epochs, static breakdown, activations total and per part"
-        mx = lambda k: max((e[k] for e in self.epochs if e.get(k) is not None), default=None)
-        r = dict(mem_peak_rss_mb=mx('rss_peak_mb'), mem_cuda_peak_alloc_mb=mx('cuda_peak_alloc_mb'),
-                 mem_cuda_peak_reserved_mb=mx('cuda_peak_reserved_mb'),
-                 mem_rss_method=self.epochs[-1]['rss_method'] if self.epochs else None)
-        for k in ('params','grads','optim'): r[f'mem_{k}_mb'] = self.static[k]/MB if k in self.static else None
-        a = self.act
-        r['mem_activations_mb'] = a.total_bytes/MB if a is not None else None
-        if a is not None:
-            bp = a.by_part()
-            for k in getattr(self, 'parts', {}): r[f'mem_{k}_activations_mb'] = bp.get(k, 0)/MB
-        return r
+
+# %% ../../nbs/06b_callback.memory.ipynb #d05408ed
+@patch(as_prop=True)
+def probing(self:MemoryCallback)->bool:
+    "Whether the activation probe is open (the forward of the first training step)"
+    return getattr(self, '_meter', None) is not None and self._meter.active
+
+@patch
+def after_loss(self:MemoryCallback): self._close_probe()
+@patch
+def after_step(self:MemoryCallback):
+    if not self.static: self.static = static_memory(self.learn.model, self.learn.opt)
+@patch
+def after_batch(self:MemoryCallback): self._close_probe()
+
+@patch
+def after_epoch(self:MemoryCallback):
+    e = dict(epoch=self.epoch, rss_peak_mb=self._rss.stop()/MB, rss_method=self._rss.method)
+    if self.on_cuda:
+        torch.cuda.synchronize(self.device)
+        e['cuda_peak_alloc_mb'] = torch.cuda.max_memory_allocated(self.device)/MB
+        e['cuda_peak_reserved_mb'] = torch.cuda.max_memory_reserved(self.device)/MB
+    self.epochs.append(e)
+
+@patch
+def after_fit(self:MemoryCallback):
+    self._close_probe()
+    if not self.static: self.static = static_memory(self.learn.model, self.learn.opt)
+
+# %% ../../nbs/06b_callback.memory.ipynb #bfa4c610
+@patch
+def record(self:MemoryCallback)->dict:
+    "Flat run-record keys `mem_*` (MiB): peaks, fixed memory and what the fit added, static breakdown, activations total and per part"
+    mx = lambda k: max((e[k] for e in self.epochs if e.get(k) is not None), default=None)
+    peak,alloc = mx('rss_peak_mb'),mx('cuda_peak_alloc_mb')
+    base = getattr(self, 'base_rss', None)
+    r = dict(mem_peak_rss_mb=peak, mem_cuda_peak_alloc_mb=alloc, mem_cuda_peak_reserved_mb=mx('cuda_peak_reserved_mb'),
+             mem_rss_method=self.epochs[-1]['rss_method'] if self.epochs else None,
+             mem_base_rss_mb=None if base is None else base/MB,
+             mem_fit_rss_delta_mb=None if base is None or peak is None else peak - base/MB,
+             mem_cuda_base_alloc_mb=None if getattr(self, 'base_cuda', None) is None else self.base_cuda/MB,
+             mem_cuda_fit_alloc_delta_mb=None if getattr(self, 'base_cuda', None) is None or alloc is None else alloc - self.base_cuda/MB,
+             mem_frozen_mb=sum(self.frozen.values())/MB if self.frozen else None)
+    for k in ('params','trainable_params','grads','optim'): r[f'mem_{k}_mb'] = self.static[k]/MB if k in self.static else None
+    a = self.act
+    r['mem_activations_mb'] = a.total_bytes/MB if a is not None else None
+    if a is not None:
+        bp = a.by_part()
+        for k in getattr(self, 'parts', {}): r[f'mem_{k}_activations_mb'] = bp.get(k, 0)/MB
+    return r

@@ -1,4 +1,4 @@
-"""Images per second, step time (median and 95th percentile), the share of time spent waiting for data, and the forward/backward time of each task and encoder
+"""Images per second, step time (median and 95th percentile), the share of time spent waiting for data, the forward/backward time of each task and encoder, and the fit's wall and CPU time with the machine's load
 
 Docs: https://mtlsyn.github.io/mtlsyn/callback.throughput.html.md"""
 
@@ -8,7 +8,7 @@ Docs: https://mtlsyn.github.io/mtlsyn/callback.throughput.html.md"""
 from __future__ import annotations
 from .core import batch_size
 from .memory import model_parts, PartTracker, _tensors
-import time
+import os, time
 import numpy as np
 import torch
 from fastai.basics import *
@@ -25,10 +25,12 @@ class StepClock:
         self.cuda = device is not None and torch.device(device).type=='cuda'
         self.pending,self.ms = [],[]
     def start(self):
+        "Open an interval"
         if self.cuda:
             self._e0 = torch.cuda.Event(enable_timing=True); self._e0.record()
         else: self._t0 = time.perf_counter()
-    def stop(self, keep:bool=True):
+    def stop(self, keep:bool=True): # False: close the interval without keeping it
+        "Close the interval opened by `start`"
         if self.cuda:
             e1 = torch.cuda.Event(enable_timing=True); e1.record()
             if keep: self.pending.append((self._e0, e1))
@@ -67,22 +69,39 @@ class PartTimer:
     def _post(self, node):
         t0 = self._t_node.pop(node, None)
         if t0 is not None: self.bwd[self._claimed.get(node, 'other')] += self._now() - t0
-    def start_step(self): self._claimed,self._t_node = {},{}; self.tracker.open()
-    def end_forward(self): self.tracker.close()
-    def end_step(self):
-        "Close the step's hooks (after backward)"
-        self.tracker.close()
-        for h in self._handles: h.remove()
-        self._handles,self._claimed,self._t_node = [],{},{}
-        self.n_steps += 1
-    def ms(self)->dict:
-        "Mean forward, backward and total ms per step of each part"
-        n = max(self.n_steps, 1)
-        return {k: dict(fwd=self.fwd[k]*1e3/n, bwd=self.bwd[k]*1e3/n, total=(self.fwd[k]+self.bwd[k])*1e3/n) for k in self.parts}
+
+# %% ../../nbs/06c_callback.throughput.ipynb #27640a9e
+@patch
+def start_step(self:PartTimer):
+    "Open the forward hooks of a training step"
+    self._claimed,self._t_node = {},{}; self.tracker.open()
+
+@patch
+def end_forward(self:PartTimer):
+    "Close the forward hooks (after the loss); the backward hooks stay until `end_step`"
+    self.tracker.close()
+
+@patch
+def end_step(self:PartTimer):
+    "Close the step's hooks (after backward)"
+    self.tracker.close()
+    for h in self._handles: h.remove()
+    self._handles,self._claimed,self._t_node = [],{},{}
+    self.n_steps += 1
+
+@patch
+def ms(self:PartTimer)->dict:
+    "Mean forward, backward and total ms per step of each part"
+    n = max(self.n_steps, 1)
+    return {k: dict(fwd=self.fwd[k]*1e3/n, bwd=self.bwd[k]*1e3/n, total=(self.fwd[k]+self.bwd[k])*1e3/n) for k in self.parts}
 
 # %% ../../nbs/06c_callback.throughput.ipynb #b9e674d6
+def _load()->float|None:
+    try: return os.getloadavg()[0]
+    except (OSError, AttributeError): return None
+
 class ThroughputCallback(Callback):
-    "Images/s, step-time p50/p95, data-wait share, fit time, and the forward+backward ms of each task and encoder"
+    "Images/s, step-time p50/p95, data-wait share, fit wall and CPU time, load, and the forward+backward ms of each task and encoder"
     order = Recorder.order-1
     def __init__(self, skip:int=1,       # first training steps left out of the step-time percentiles (probe steps)
                  part_steps:int=3):      # steps (after `skip`) on which each part is timed; 0: none
@@ -97,41 +116,68 @@ class ThroughputCallback(Callback):
         parts = model_parts(self.learn.model)
         self.timer = PartTimer(parts, self._dev) if parts and self.part_steps else None
         self._timing = False
-        self._t_fit = time.perf_counter()
-    def before_train(self):
-        self._sync(); self._t_train = self._t_prev = time.perf_counter()
-        self._wait,self._n = 0.,0
-    def before_batch(self):
-        if not self.training: return
-        self._wait += time.perf_counter() - self._t_prev
-        self._timing = self.timer is not None and self.skip <= self._nstep < self.skip+self.part_steps
-        if self._timing: self.timer.start_step()
-        self.clock.start()
-    def after_loss(self):
-        if self._timing: self.timer.end_forward()
-    def after_batch(self):
-        if not self.training: return
-        self.clock.stop(keep=self._nstep >= self.skip and not self._timing)
-        if self._timing: self.timer.end_step(); self._timing = False
-        self._n += batch_size(self.xb); self._nstep += 1
-        self._t_prev = time.perf_counter()
-    def after_train(self):
-        self._sync(); dt = time.perf_counter() - self._t_train
-        self.epochs.append(dict(epoch=self.epoch, train_s=dt, samples=self._n, wait_s=self._wait,
-                                img_per_s=self._n/dt if dt else None, wait_share=self._wait/dt if dt else None))
-    def after_fit(self):
-        if self._timing: self.timer.end_step(); self._timing = False
-        self.step_ms = list(self.clock.collect()); self.time_fit_s = time.perf_counter() - self._t_fit
-    def record(self)->dict:
-        "Flat run-record keys `thr_*`, `time_fit_s` and `time_<part>_ms` (forward+backward per step of each task and encoder)"
-        tr = sum(e['train_s'] for e in self.epochs); n = sum(e['samples'] for e in self.epochs)
-        ms = self.step_ms
-        r = dict(thr_img_per_s=n/tr if tr else None,
-                 thr_step_ms_p50=float(np.percentile(ms, 50)) if ms else None,
-                 thr_step_ms_p95=float(np.percentile(ms, 95)) if ms else None,
-                 thr_data_wait_share=sum(e['wait_s'] for e in self.epochs)/tr if tr else None,
-                 time_fit_s=getattr(self, 'time_fit_s', None))
-        if self.timer is not None and self.timer.n_steps:
-            for k,v in self.timer.ms().items():
-                r[f'time_{k}_ms'],r[f'time_{k}_fwd_ms'],r[f'time_{k}_bwd_ms'] = v['total'],v['fwd'],v['bwd']
-        return r
+        self.env = dict(env_load_start=_load(), env_threads=torch.get_num_threads(), env_cores=os.cpu_count())
+        self._t_fit,self._cpu_fit = time.perf_counter(),time.process_time()
+
+# %% ../../nbs/06c_callback.throughput.ipynb #18ea90f3
+@patch
+def _eval_s(self:ThroughputCallback)->float:
+    "Seconds the convergence callback has spent evaluating inside training steps"
+    return getattr(getattr(self.learn, 'convergence', None), 'eval_s', 0.)
+
+@patch
+def before_train(self:ThroughputCallback):
+    self._sync(); self._t_train = self._t_prev = time.perf_counter()
+    self._wait,self._n,self._eval0 = 0.,0,self._eval_s()
+
+@patch
+def before_batch(self:ThroughputCallback):
+    if not self.training: return
+    self._wait += time.perf_counter() - self._t_prev
+    self._timing = self.timer is not None and self.skip <= self._nstep < self.skip+self.part_steps
+    if self._timing: self.timer.start_step()
+    self.clock.start()
+
+@patch
+def after_loss(self:ThroughputCallback):
+    if self._timing: self.timer.end_forward()
+
+# %% ../../nbs/06c_callback.throughput.ipynb #35769135
+@patch
+def after_batch(self:ThroughputCallback):
+    if not self.training: return
+    untimed = getattr(getattr(self.learn, 'convergence', None), 'untimed', False)
+    self.clock.stop(keep=self._nstep >= self.skip and not self._timing and not untimed)
+    if self._timing: self.timer.end_step(); self._timing = False
+    self._n += batch_size(self.xb); self._nstep += 1
+    self._t_prev = time.perf_counter()
+
+@patch
+def after_train(self:ThroughputCallback):
+    self._sync(); dt = time.perf_counter() - self._t_train - (self._eval_s() - self._eval0)
+    self.epochs.append(dict(epoch=self.epoch, train_s=dt, samples=self._n, wait_s=self._wait,
+                            img_per_s=self._n/dt if dt else None, wait_share=self._wait/dt if dt else None))
+
+@patch
+def after_fit(self:ThroughputCallback):
+    if self._timing: self.timer.end_step(); self._timing = False
+    self.step_ms = list(self.clock.collect())
+    self.time_fit_s,self.time_fit_cpu_s = time.perf_counter() - self._t_fit,time.process_time() - self._cpu_fit
+    self.env['env_load_end'] = _load()
+
+# %% ../../nbs/06c_callback.throughput.ipynb #e9e2d981
+@patch
+def record(self:ThroughputCallback)->dict:
+    "Flat run-record keys `thr_*`, `time_fit_s`, `time_fit_cpu_s`, `env_*` (load, threads, cores) and `time_<part>_ms` per task and encoder"
+    tr = sum(e['train_s'] for e in self.epochs); n = sum(e['samples'] for e in self.epochs)
+    ms = self.step_ms
+    r = dict(thr_img_per_s=n/tr if tr else None,
+             thr_step_ms_p50=float(np.percentile(ms, 50)) if ms else None,
+             thr_step_ms_p95=float(np.percentile(ms, 95)) if ms else None,
+             thr_data_wait_share=sum(e['wait_s'] for e in self.epochs)/tr if tr else None,
+             time_fit_s=getattr(self, 'time_fit_s', None), time_fit_cpu_s=getattr(self, 'time_fit_cpu_s', None),
+             **getattr(self, 'env', {}))
+    if self.timer is not None and self.timer.n_steps:
+        for k,v in self.timer.ms().items():
+            r[f'time_{k}_ms'],r[f'time_{k}_fwd_ms'],r[f'time_{k}_bwd_ms'] = v['total'],v['fwd'],v['bwd']
+    return r

@@ -15,7 +15,7 @@ from ..core import MtlsynError, cli_errors, Registry, indices_sha256, cache_dir,
 
 # %% auto #0
 __all__ = ['benchmarks', 'Subset', 'BenchmarkInfo', 'LowResourceSplit', 'parse_budget', 'budget_indices', 'per_class_counts',
-           'make_split', 'load_benchmark', 'split_summary', 'mtlsyn_data']
+           'budget_val', 'make_split', 'load_benchmark', 'split_summary', 'mtlsyn_data']
 
 # %% ../../nbs/01_data.core.ipynb #6b03f1fb
 @dataclass
@@ -102,7 +102,8 @@ def budget_indices(labels:np.ndarray,        # (N,) or (N,1) integer labels, or 
                    budget:str|float|int,     # fraction of the train split, images per class, or 'all'
                    seed:int=0,               # seed of the PCG64 stream that orders the images
                    classes:list[str]|None=None, # class names, for error messages
-                   multi_label:bool=False    # `labels` are (N,L) 0/1 indicators
+                   multi_label:bool=False,   # `labels` are (N,L) 0/1 indicators
+                   part:str='train'          # which split `labels` come from, for error messages
                   )->np.ndarray:
     "Sorted, stratified, seeded indices of a low-resource subset of `labels` under `budget`"
     budget = parse_budget(budget)
@@ -118,8 +119,8 @@ def budget_indices(labels:np.ndarray,        # (N,) or (N,1) integer labels, or 
         out = []
         for c, g in enumerate(groups):
             q = _quota(len(g), budget)
-            if q < 1: raise MtlsynError(f"budget {budget} is too small: class {names[c]!r} ({len(g)} train images) would get no labeled image; use a larger budget")
-            if q > len(g): raise MtlsynError(f"budget {budget} per class is more than class {names[c]!r} has ({len(g)} train images); use a smaller budget or a fraction")
+            if q < 1: raise MtlsynError(f"budget {budget} is too small: class {names[c]!r} ({len(g)} {part} images) would get no {'labeled ' if part == 'train' else ''}image; use a larger budget")
+            if q > len(g): raise MtlsynError(f"budget {budget} per class is more than class {names[c]!r} has ({len(g)} {part} images); use a smaller budget or a fraction")
             out.append(g[np.argsort(keys[g], kind='stable')[:q]])
         return np.sort(np.concatenate(out)).astype(np.int64)
     Y = labels.astype(bool)
@@ -130,8 +131,8 @@ def budget_indices(labels:np.ndarray,        # (N,) or (N,1) integer labels, or 
     for l in order:
         g = np.flatnonzero(Y[:, l])
         q = _quota(len(g), budget)
-        if q < 1: raise MtlsynError(f"budget {budget} is too small: label {names[l]!r} ({len(g)} positive train images) would get no labeled image; use a larger budget")
-        if q > len(g): raise MtlsynError(f"budget {budget} per label is more than label {names[l]!r} has ({len(g)} positive train images); use a smaller budget or a fraction")
+        if q < 1: raise MtlsynError(f"budget {budget} is too small: label {names[l]!r} ({len(g)} positive {part} images) would get no {'labeled ' if part == 'train' else ''}image; use a larger budget")
+        if q > len(g): raise MtlsynError(f"budget {budget} per label is more than label {names[l]!r} has ({len(g)} positive {part} images); use a smaller budget or a fraction")
         have = int(chosen[g].sum())
         if have < q:
             cand = g[~chosen[g]]
@@ -148,11 +149,27 @@ def per_class_counts(labels:np.ndarray, info:BenchmarkInfo)->list[int]:
     if info.multi_label: return np.asarray(labels).astype(bool).sum(0).astype(int).tolist()
     return np.bincount(np.asarray(labels).reshape(-1).astype(np.int64), minlength=info.n_classes).astype(int).tolist()
 
+def budget_val(split:LowResourceSplit,  # a split whose `val` is whole
+               val_budget:str|float|int='all' # images per class, a fraction of val, or 'all'
+              )->LowResourceSplit:
+    "`split` with `val` cut to `val_budget`, drawn from a stream of the split's seed apart from the labeled one's"
+    vb = parse_budget(val_budget)
+    if vb == 'all': return split
+    info, val = split.info, split.val
+    if split.record.get('val_budget', 'all') != 'all': raise MtlsynError(f"the split's val is already cut to {split.record['val_budget']}: budget the whole val once")
+    idx = budget_indices(val.labels, vb, [int(split.record['seed']), 1], info.classes, info.multi_label, part='val')
+    val = val.take(idx)
+    rec = {**split.record, 'val_budget': vb, 'n_val': len(val), 'val_sha256': indices_sha256(val.indices)}
+    return LowResourceSplit(info, split.labeled, split.unlabeled, val, split.test, rec)
+
+
+# %% ../../nbs/01_data.core.ipynb #9537c597
 def make_split(info:BenchmarkInfo,    # what the benchmark is
                train:Subset, val:Subset, test:Subset, # the official parts
                budget:str|float|int='all', # fraction, images per class, or 'all'
                seed:int=0,            # seed of the budget's PCG64 stream
                source_md5:str='',     # MD5 (or content hash) of the source data
+               val_budget:str|float|int='all', # images per class kept from val, a fraction, or 'all'
                **extra)->LowResourceSplit:
     "Cut `train` under `budget` with `seed` into labeled and unlabeled parts and record the split"
     budget = parse_budget(budget)
@@ -166,12 +183,13 @@ def make_split(info:BenchmarkInfo,    # what the benchmark is
                rng='numpy.random.default_rng(seed).random(n_train) keys (PCG64); smallest keys per class',
                n_labeled=len(labeled), n_unlabeled=len(unlabeled), n_val=len(val), n_test=len(test),
                labeled_per_class=per_class_counts(labeled.labels, info),
-               split_sha256=indices_sha256(lab), labeled_indices=lab.tolist(), **extra)
+               split_sha256=indices_sha256(lab), labeled_indices=lab.tolist(),
+               val_budget='all', val_sha256=indices_sha256(val.indices), **extra)
     try:
         p = cache_dir('splits')/f"{info.name}_{info.size}_{budget}_{seed}_{rec['split_sha256'][:16]}.json"
         if not p.exists(): atomic_write(p, json.dumps(rec, default=int))
     except OSError: pass
-    return LowResourceSplit(info, labeled, unlabeled, val, test, rec)
+    return budget_val(LowResourceSplit(info, labeled, unlabeled, val, test, rec), val_budget)
 
 # %% ../../nbs/01_data.core.ipynb #6af0b160
 benchmarks = Registry('benchmark')
@@ -183,10 +201,12 @@ def load_benchmark(name:str,           # a registered benchmark: a MedMNIST 2D f
                    root:str|Path|None=None, # MedMNIST folder (ignored for phantom)
                    verify:bool=True,   # check MD5s (MedMNIST)
                    download:bool=False, # download missing MedMNIST files
+                   val_budget:str|float|int='all', # images per class kept from val, a fraction, or 'all'
                    **kw                # phantom options: difficulty, n_train, n_val, n_test, data_seed
                   )->LowResourceSplit:
-    "The low-resource split of benchmark `name` at `size` under `budget` and `seed`"
-    return benchmarks[name](size=size, budget=budget, seed=seed, root=root, verify=verify, download=download, **kw)
+    "The low-resource split of benchmark `name` at `size` under `budget` and `seed`, val cut to `val_budget`"
+    split = benchmarks[name](size=size, budget=budget, seed=seed, root=root, verify=verify, download=download, **kw)
+    return budget_val(split, val_budget)
 
 # %% ../../nbs/01_data.core.ipynb #eff3f2eb
 def split_summary(split:LowResourceSplit)->dict:
@@ -202,15 +222,16 @@ def mtlsyn_data(dataset:str,          # a MedMNIST 2D flag (e.g. pneumoniamnist)
                 root:str=None,        # MedMNIST folder (default: MEDMNIST_ROOT, else ~/.medmnist)
                 verify:bool=True,     # check the file's MD5 against medmnist.INFO
                 download:bool=False,  # download the file if it is missing
-                json:bool=False       # print one JSON object instead of text
+                json:bool=False,      # print one JSON object instead of text
+                val_budget:str='all'  # images per class kept from val, a fraction, or 'all'
                ):
     "Check a benchmark's file and print its low-resource split"
     import json as _json
-    sp = load_benchmark(dataset, size=size, budget=budget, seed=seed, root=root, verify=verify, download=download)
+    sp = load_benchmark(dataset, size=size, budget=budget, seed=seed, root=root, verify=verify, download=download, val_budget=val_budget)
     s = split_summary(sp)
     if json: print(_json.dumps(s, default=int)); return
     print(f"{s['dataset']} @ {s['size']}px  task: {s['task']}  classes: {s['n_classes']}")
     if 'file' in s: print(f"file: {s['file']}  md5: {s['source_md5']} ({'verified' if s.get('verified') else 'not verified'})")
     print(f"budget: {s['budget']}  seed: {s['seed']}")
-    print(f"labeled: {s['n_labeled']} {s['labeled_per_class']}  unlabeled: {s['n_unlabeled']}  val: {s['n_val']}  test: {s['n_test']}")
+    print(f"labeled: {s['n_labeled']} {s['labeled_per_class']}  unlabeled: {s['n_unlabeled']}  val: {s['n_val']}{'' if s.get('val_budget', 'all') == 'all' else ' (val_budget ' + str(s['val_budget']) + ')'}  test: {s['n_test']}")
     print(f"split_sha256: {s['split_sha256']}")

@@ -11,14 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
+from ..core import MtlsynError, atomic_write, get_device  # first: mtlsyn's package init quiets fastai's torch.jit warning before fastai loads
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
-from ..core import MtlsynError, atomic_write, get_device
 from .core import Subset, BenchmarkInfo, LowResourceSplit
-from .text import captions_for
+from .text import captions_for, caption_options, captions_kind, paraphrase_templates
+from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['SyntheticPool', 'image_stats', 'DictDataLoader', 'dataloaders', 'unlabeled_dl']
+__all__ = ['SyntheticPool', 'image_stats', 'DictDataLoader', 'unlabeled_dl', 'dataloaders']
 
 # %% ../../nbs/01d_data.loaders.ipynb #b3deee18
 @dataclass
@@ -83,16 +84,21 @@ def image_stats(images:np.ndarray, max_n:int=10000)->dict:
     x = images[idx].astype(np.float32)/255
     return dict(mean=x.mean((0, 1, 2)).tolist(), std=np.maximum(x.std((0, 1, 2)), 1e-3).tolist())
 
+# %% ../../nbs/01d_data.loaders.ipynb #6f14ca7d
 class _Source:
     "The arrays one loader draws from: a real subset and, optionally, `n_syn` draws per epoch from a pool"
     def __init__(self, sub:Subset, info:BenchmarkInfo, stats:dict, template=0, pool:SyntheticPool|None=None,
-                 n_syn:int=0, seed:int=0, unlabeled:bool=False):
+                 n_syn:int=0, seed:int=0, unlabeled:bool=False, captions:str='report', prompts:int=1):
         self.sub, self.info, self.stats, self.pool, self.n_syn, self.unlabeled = sub, info, stats, pool, n_syn, unlabeled
         self.n_real = 0 if sub is None else len(sub)
         self.rng = np.random.default_rng(seed)
+        self.options, self.text_rng = None, np.random.default_rng([seed, 2])   # paraphrases: their own stream
         if sub is None: self.captions = []
         elif unlabeled: self.captions = [f"a {info.modality or 'medical image'}."]*len(sub)
-        else: self.captions = captions_for(sub, info, template)
+        elif prompts > 1:
+            self.options = caption_options(sub, info, template, captions, prompts)
+            self.captions = [o[0] for o in self.options]
+        else: self.captions = captions_for(sub, info, template, captions)
         self.mean = torch.tensor(stats['mean']).view(1, -1, 1, 1); self.std = torch.tensor(stats['std']).view(1, -1, 1, 1)
         if pool is not None and n_syn:
             ref = sub.images if sub is not None and len(sub) else None
@@ -104,58 +110,70 @@ class _Source:
                 raise MtlsynError(f"pool soft labels have {pool.labels.shape[1]} classes, the benchmark {info.n_classes}")
     def __len__(self): return self.n_real + self.n_syn
     def __getitem__(self, i): return i
-    def epoch_idxs(self, shuffle:bool)->list[int]:
-        "This epoch's items: every real one, plus `n_syn` pool draws (without replacement when the pool is big enough)"
-        idx = np.arange(self.n_real)
-        if self.n_syn:
-            m = len(self.pool)
-            syn = self.rng.permutation(m)[:self.n_syn] if self.n_syn <= m else self.rng.integers(0, m, self.n_syn)
-            idx = np.r_[idx, self.n_real + syn]
-        if shuffle: idx = self.rng.permutation(idx)
-        return idx.tolist()
-    def _targets(self, labels, soft=None):
-        if self.info.multi_label: return torch.as_tensor(labels, dtype=torch.float32)
-        t = torch.zeros(len(labels), self.info.n_classes)
-        if soft is not None: return torch.as_tensor(soft, dtype=torch.float32)
-        ok = labels >= 0
-        t[torch.arange(len(labels))[ok], torch.as_tensor(labels)[ok]] = 1.
-        return t
-    def batch(self, idxs)->dict:
-        "The dict batch of items `idxs` (real first, then synthetic)"
-        idxs = np.asarray(idxs, dtype=np.int64)
-        ri, si = idxs[idxs < self.n_real], idxs[idxs >= self.n_real] - self.n_real
-        info, parts = self.info, []
-        if len(ri):
-            s = self.sub
-            if self.unlabeled:
-                lab = np.full((len(ri), info.n_classes), -1, np.float32) if info.multi_label else np.full(len(ri), -1, np.int64)
-                tgt = torch.zeros(len(ri), info.n_classes)
-            else: lab = s.labels[ri]; tgt = self._targets(lab)
-            parts.append(dict(image=s.images[ri], label=lab, target=tgt, text=[self.captions[i] for i in ri],
-                              mask=None if s.masks is None else s.masks[ri], has_mask=s.masks is not None,
-                              syn=False, index=ri))
-        if len(si):
-            p = self.pool
-            if info.multi_label: lab, tgt = p.labels[si].astype(np.float32), self._targets(p.labels[si])
-            else:
-                lab = p.hard_labels()[si]
-                tgt = self._targets(lab, p.labels[si] if p.labels.ndim == 2 else None)
-            parts.append(dict(image=p.images[si], label=lab, target=tgt, text=[p.captions[i] for i in si],
-                              mask=None if p.masks is None else p.masks[si], has_mask=p.masks is not None,
-                              syn=True, index=si))
-        x = torch.from_numpy(np.concatenate([q['image'] for q in parts])).permute(0, 3, 1, 2).float().div_(255)
-        b = dict(image=(x - self.mean)/self.std,
-                 label=torch.as_tensor(np.concatenate([np.asarray(q['label']) for q in parts])),
-                 target=torch.cat([q['target'] for q in parts]),
-                 text=sum((q['text'] for q in parts), []))
-        if info.mask_names:
-            K, (H, W) = len(info.mask_names), x.shape[-2:]
-            b['mask'] = torch.cat([torch.as_tensor(q['mask'], dtype=torch.float32) if q['mask'] is not None
-                                   else torch.zeros(len(q['index']), K, H, W) for q in parts])
-            b['has_mask'] = torch.tensor(sum(([q['has_mask']]*len(q['index']) for q in parts), []))
-        b['is_synthetic'] = torch.tensor(sum(([q['syn']]*len(q['index']) for q in parts), []))
-        b['index'] = torch.as_tensor(np.concatenate([q['index'] for q in parts]), dtype=torch.int64)
-        return b
+
+# %% ../../nbs/01d_data.loaders.ipynb #6c3761f1
+@patch
+def epoch_idxs(self:_Source, shuffle:bool)->list[int]:
+    "This epoch's items: every real one, plus `n_syn` pool draws (without replacement when the pool is big enough)"
+    idx = np.arange(self.n_real)
+    if self.n_syn:
+        m = len(self.pool)
+        syn = self.rng.permutation(m)[:self.n_syn] if self.n_syn <= m else self.rng.integers(0, m, self.n_syn)
+        idx = np.r_[idx, self.n_real + syn]
+    if shuffle: idx = self.rng.permutation(idx)
+    return idx.tolist()
+@patch
+def _targets(self:_Source, labels, soft=None):
+    if self.info.multi_label: return torch.as_tensor(labels, dtype=torch.float32)
+    t = torch.zeros(len(labels), self.info.n_classes)
+    if soft is not None: return torch.as_tensor(soft, dtype=torch.float32)
+    ok = labels >= 0
+    t[torch.arange(len(labels))[ok], torch.as_tensor(labels)[ok]] = 1.
+    return t
+@patch
+def texts(self:_Source, ri)->list[str]:
+    "The captions of real items `ri`: one of each image's paraphrases, drawn anew each time, when there are several"
+    if self.options is None: return [self.captions[i] for i in ri]
+    return [o[self.text_rng.integers(len(o))] if len(o) > 1 else o[0] for o in (self.options[i] for i in ri)]
+
+# %% ../../nbs/01d_data.loaders.ipynb #9b58c703
+@patch
+def batch(self:_Source, idxs)->dict:
+    "The dict batch of items `idxs` (real first, then synthetic)"
+    idxs = np.asarray(idxs, dtype=np.int64)
+    ri, si = idxs[idxs < self.n_real], idxs[idxs >= self.n_real] - self.n_real
+    info, parts = self.info, []
+    if len(ri):
+        s = self.sub
+        if self.unlabeled:
+            lab = np.full((len(ri), info.n_classes), -1, np.float32) if info.multi_label else np.full(len(ri), -1, np.int64)
+            tgt = torch.zeros(len(ri), info.n_classes)
+        else: lab = s.labels[ri]; tgt = self._targets(lab)
+        parts.append(dict(image=s.images[ri], label=lab, target=tgt, text=self.texts(ri),
+                          mask=None if s.masks is None else s.masks[ri], has_mask=s.masks is not None,
+                          syn=False, index=ri))
+    if len(si):
+        p = self.pool
+        if info.multi_label: lab, tgt = p.labels[si].astype(np.float32), self._targets(p.labels[si])
+        else:
+            lab = p.hard_labels()[si]
+            tgt = self._targets(lab, p.labels[si] if p.labels.ndim == 2 else None)
+        parts.append(dict(image=p.images[si], label=lab, target=tgt, text=[p.captions[i] for i in si],
+                          mask=None if p.masks is None else p.masks[si], has_mask=p.masks is not None,
+                          syn=True, index=si))
+    x = torch.from_numpy(np.concatenate([q['image'] for q in parts])).permute(0, 3, 1, 2).float().div_(255)
+    b = dict(image=(x - self.mean)/self.std,
+             label=torch.as_tensor(np.concatenate([np.asarray(q['label']) for q in parts])),
+             target=torch.cat([q['target'] for q in parts]),
+             text=sum((q['text'] for q in parts), []))
+    if info.mask_names:
+        K, (H, W) = len(info.mask_names), x.shape[-2:]
+        b['mask'] = torch.cat([torch.as_tensor(q['mask'], dtype=torch.float32) if q['mask'] is not None
+                               else torch.zeros(len(q['index']), K, H, W) for q in parts])
+        b['has_mask'] = torch.tensor(sum(([q['has_mask']]*len(q['index']) for q in parts), []))
+    b['is_synthetic'] = torch.tensor(sum(([q['syn']]*len(q['index']) for q in parts), []))
+    b['index'] = torch.as_tensor(np.concatenate([q['index'] for q in parts]), dtype=torch.int64)
+    return b
 
 # %% ../../nbs/01d_data.loaders.ipynb #4abb38b6
 class DictDataLoader(DataLoader):
@@ -193,12 +211,20 @@ class DictDataLoader(DataLoader):
         fig.tight_layout()
         return fig
 
-# %% ../../nbs/01d_data.loaders.ipynb #d164337c
+# %% ../../nbs/01d_data.loaders.ipynb #5f5cb967
 def _dl(src, bs, shuffle, device, num_workers, **kw):
     n = len(src)
     return DictDataLoader(src, bs=bs, shuffle=shuffle, drop_last=shuffle and n > bs and n % bs == 1,
                           device=device, num_workers=num_workers, **kw)
 
+def unlabeled_dl(split:LowResourceSplit, # the benchmark split
+                 bs:int=64, seed:int=0, device=None, num_workers:int=0, stats:dict|None=None, **kw)->DictDataLoader:
+    "A shuffled loader of `split.unlabeled` (label -1, a generic caption) for semi-supervised tasks"
+    if not len(split.unlabeled): raise MtlsynError("the split has no unlabeled images (budget 'all'): use a smaller budget")
+    stats = stats or image_stats(np.concatenate([split.labeled.images[:5000], split.unlabeled.images[:5000]]))
+    return _dl(_Source(split.unlabeled, split.info, stats, seed=seed, unlabeled=True), bs, True, get_device(device), num_workers, **kw)
+
+# %% ../../nbs/01d_data.loaders.ipynb #d164337c
 def dataloaders(split:LowResourceSplit,      # the benchmark split
                 pool:SyntheticPool|None=None, # synthetic images to mix in
                 ratio:float=0.,              # synthetic:real ratio in the train loader
@@ -208,28 +234,25 @@ def dataloaders(split:LowResourceSplit,      # the benchmark split
                 num_workers:int=0,           # loader worker processes
                 template:int|str=0,          # prompt template for images without their own caption
                 synthetic_only:bool=False,   # train on the pool alone (e.g. synthetic pre-training)
+                captions:str='report',       # 'report': images' own reports where the benchmark has them; 'class': class prompts
+                prompts:int=1,               # paraphrased prompts per class, one drawn per training image each time
                 **kw)->DataLoaders:
     "fastai `DataLoaders` of dict batches for `split`, with `ratio` synthetic images from `pool` per real one"
     if ratio < 0: raise MtlsynError(f"ratio {ratio} must be ≥ 0")
     if (ratio > 0 or synthetic_only) and (pool is None or not len(pool)):
         raise MtlsynError(f"ratio {ratio} needs a non-empty synthetic pool: pass pool=make_pool(...) or use ratio=0")
     info, device = split.info, get_device(device)
+    kind = captions_kind(split.labeled, captions, prompts); paraphrase_templates(template, prompts)   # checks both
     stats = image_stats(np.concatenate([split.labeled.images[:5000], split.unlabeled.images[:5000]]))
     n_syn = round(ratio*len(split.labeled)) if ratio > 0 else 0
     if synthetic_only:
         train = _Source(None, info, stats, template, pool, n_syn or len(pool), seed)
         train.captions = []
-    else: train = _Source(split.labeled, info, stats, template, pool, n_syn, seed)
-    valid = _Source(split.val, info, stats, template, seed=seed + 1)
+    else: train = _Source(split.labeled, info, stats, template, pool, n_syn, seed, captions=captions, prompts=prompts)
+    valid = _Source(split.val, info, stats, template, seed=seed + 1, captions=captions)
     dls = DataLoaders(_dl(train, bs, True, device, num_workers, **kw), _dl(valid, bs, False, device, num_workers, **kw), device=device)
-    dls.test = _dl(_Source(split.test, info, stats, template, seed=seed + 2), bs, False, device, num_workers, **kw)
+    dls.test = _dl(_Source(split.test, info, stats, template, seed=seed + 2, captions=captions), bs, False, device, num_workers, **kw)
     dls.info, dls.stats, dls.n_inp, dls.split, dls.pool = info, stats, 1, split, pool
     dls.ratio, dls.template, dls.n_synthetic_per_epoch = ratio, template, len(train) - train.n_real
+    dls.captions, dls.prompts, dls.captions_kind = captions, prompts, kind
     return dls
-
-def unlabeled_dl(split:LowResourceSplit, # the benchmark split
-                 bs:int=64, seed:int=0, device=None, num_workers:int=0, stats:dict|None=None, **kw)->DictDataLoader:
-    "A shuffled loader of `split.unlabeled` (label -1, a generic caption) for semi-supervised tasks"
-    if not len(split.unlabeled): raise MtlsynError("the split has no unlabeled images (budget 'all'): use a smaller budget")
-    stats = stats or image_stats(np.concatenate([split.labeled.images[:5000], split.unlabeled.images[:5000]]))
-    return _dl(_Source(split.unlabeled, split.info, stats, seed=seed, unlabeled=True), bs, True, get_device(device), num_workers, **kw)

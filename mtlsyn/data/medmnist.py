@@ -6,7 +6,8 @@ Docs: https://mtlsyn.github.io/mtlsyn/data.medmnist.html.md"""
 
 # %% ../../nbs/01a_data.medmnist.ipynb #5a82e91b
 from __future__ import annotations
-import os, json, hashlib, zipfile
+import os, json, time, hashlib, zipfile, warnings
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 from ..core import MtlsynError, content_hash, cache_dir, atomic_write
@@ -14,7 +15,8 @@ from .core import Subset, BenchmarkInfo, LowResourceSplit, parse_budget, make_sp
 
 # %% auto #0
 __all__ = ['FLAGS', 'SIZES', 'MODALITIES', 'medmnist_info', 'medmnist_filename', 'medmnist_root', 'file_md5', 'check_md5',
-           'read_npz', 'medmnist_path', 'load_medmnist']
+           'read_npz', 'medmnist_path', 'load_medmnist', 'file_sha256', 'write_checked', 'check_sidecar', 'cache_lock',
+           'checked_load']
 
 # %% ../../nbs/01a_data.medmnist.ipynb #8cf189dc
 FLAGS = ['pathmnist', 'chestmnist', 'dermamnist', 'octmnist', 'pneumoniamnist', 'retinamnist',
@@ -58,22 +60,25 @@ def file_md5(path:str|Path, chunk:int=1<<20)->str:
         for b in iter(lambda: f.read(chunk), b''): h.update(b)
     return h.hexdigest()
 
-def _md5_key(path:Path)->str:
-    st = path.stat()
-    return content_hash([str(path.resolve()), st.st_size, st.st_mtime_ns], n=32)
+_RACY_NS = 10**9   # a pass is remembered only for files last changed at least this long before hashing began
+
+def _md5_key(path:Path, st:os.stat_result)->str:
+    return content_hash([str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns], n=32)
 
 def check_md5(path:str|Path, expected:str)->str:
-    "Raise `MtlsynError` (`MD5 mismatch`) unless the file at `path` has MD5 `expected`; passed checks are cached"
-    path = Path(path)
-    cached = cache_dir('md5')/f"{_md5_key(path)}.json"
+    "Raise `MtlsynError` (`MD5 mismatch`) unless the file at `path` has MD5 `expected`; passes are remembered by inode and change time"
+    path = Path(path); st = path.stat()
+    cached = cache_dir('md5')/f"{_md5_key(path, st)}.json"
     if cached.exists():
         try:
             if json.loads(cached.read_text()).get('md5') == expected: return expected
         except (OSError, ValueError): pass
-    found = file_md5(path)
+    t0 = time.time_ns(); found = file_md5(path)
     if found != expected:
         raise MtlsynError(f"MD5 mismatch for {path}: expected {expected}, found {found}; the file is damaged or not the official one: delete it and download again (or pass --no-verify / verify=False for a file you made)")
-    atomic_write(cached, json.dumps(dict(path=str(path.resolve()), md5=found)))
+    st2 = path.stat()
+    if _md5_key(path, st2) == cached.stem and st2.st_ctime_ns < t0 - _RACY_NS:   # unchanged while hashed, and not racily new
+        atomic_write(cached, json.dumps(dict(path=str(path.resolve()), md5=found)))
     return found
 
 # %% ../../nbs/01a_data.medmnist.ipynb #1de99f0a
@@ -163,3 +168,56 @@ def _medmnist_loader(flag):
     return _load
 
 for _f in FLAGS: benchmarks.register(_medmnist_loader(_f), name=_f)
+
+# %% ../../nbs/01a_data.medmnist.ipynb #3f1a9c04
+def file_sha256(path:str|Path, chunk:int=1<<20)->str:
+    "SHA-256 hex digest of the file at `path`"
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for b in iter(lambda: f.read(chunk), b''): h.update(b)
+    return h.hexdigest()
+
+def _sidecar(path)->Path: return Path(f"{path}.sha256")
+
+def write_checked(path:str|Path, data)->Path:
+    "`atomic_write` `data` to `path`, then its sidecar `path`.sha256 holding the SHA-256 of what was written"
+    atomic_write(path, data)
+    atomic_write(_sidecar(path), file_sha256(path) + '\n')
+    return Path(path)
+
+def check_sidecar(path:str|Path):
+    "Raise `ValueError` unless the file at `path` has the SHA-256 its sidecar records"
+    side = _sidecar(path)
+    if not side.exists(): raise ValueError('it has no content-hash sidecar')
+    if side.read_text().strip() != file_sha256(path): raise ValueError('its content differs from its content-hash sidecar')
+
+@contextmanager
+def cache_lock(path:str|Path):
+    "Hold an exclusive lock on `path`.lock while building and writing the cache entry at `path`; others wait for it"
+    lock = Path(f"{path}.lock"); lock.parent.mkdir(parents=True, exist_ok=True)
+    try: import fcntl
+    except ImportError: fcntl = None       # no flock (Windows): no lock
+    try: fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o666)   # read-only suffices for flock, also on a collaborator's lock file
+    except OSError: fd = None              # a read-only cache: nothing will be written, so nothing to lock
+    try:
+        if fcntl is not None and fd is not None: fcntl.flock(fd, fcntl.LOCK_EX)
+        yield lock
+    finally:
+        if fd is not None: os.close(fd)    # closing the descriptor releases the lock
+
+# %% ../../nbs/01a_data.medmnist.ipynb #3f1a9c06
+def checked_load(path:str|Path,  # the cache file
+                 load,            # path -> object; raises on a failed shape or finiteness check
+                 build,           # () -> object, when there is no good file
+                 save,            # (object, path) -> None: writes the object to a path
+                 what:str='cache file')->object:
+    "The object cached at `path`: loaded if it passes its sidecar and `load`'s checks, else built and written (with a warning if damaged)"
+    path = Path(path)
+    with cache_lock(path):
+        if path.exists():
+            try:
+                check_sidecar(path); return load(path)
+            except Exception as e: warnings.warn(f"{what} {path.name} is damaged ({type(e).__name__}: {e}); rebuilding it")
+        obj = build()
+        write_checked(path, lambda p: save(obj, p))
+        return obj

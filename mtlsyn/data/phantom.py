@@ -7,8 +7,9 @@ Docs: https://mtlsyn.github.io/mtlsyn/data.phantom.html.md"""
 # %% ../../nbs/01b_data.phantom.ipynb #4cd859de
 from __future__ import annotations
 import numpy as np
-from ..core import MtlsynError, cache_dir, atomic_write, content_hash
+from ..core import MtlsynError, cache_dir, content_hash
 from .core import Subset, BenchmarkInfo, LowResourceSplit, make_split, benchmarks
+from .medmnist import checked_load
 
 # %% auto #0
 __all__ = ['PHANTOM_CLASSES', 'PHANTOM_MASKS', 'PHANTOM_VERSION', 'DEFAULT_DIFFICULTY', 'phantom_info', 'difficulty_settings',
@@ -174,26 +175,37 @@ def _phantom_cache(size, difficulty, n_train, n_val, n_test, data_seed):
                n=[n_train, n_val, n_test], data_seed=data_seed)
     return cache_dir('phantoms')/f"phantom_{size}_{content_hash(cfg, 16)}.npz", cfg
 
+def _read_phantoms(path, size:int, parts:dict)->dict[str, Subset]:
+    "The subsets cached at `path`, checked: shapes, dtypes, label range and one caption per image"
+    with np.load(path, allow_pickle=False) as z:
+        subs = {s: Subset(z[f'{s}_images'], z[f'{s}_labels'], z[f'{s}_masks'], z[f'{s}_captions'].tolist(),
+                          np.arange(m, dtype=np.int64)) for s, m in parts.items()}
+    for s, m in parts.items():
+        x = subs[s]
+        if (x.images.shape != (m, size, size, 1) or x.images.dtype != np.uint8 or x.labels.shape != (m,)
+            or x.masks.shape != (m, 2, size, size) or len(x.captions) != m
+            or (m and not 0 <= x.labels.min() <= x.labels.max() < len(PHANTOM_CLASSES))):
+            raise ValueError(f"its {s} arrays have the wrong shapes, types or labels")
+    return subs
+
+def _save_phantoms(subs:dict, path):
+    arrs = {f'{s}_{k}': v for s, sub in subs.items()
+            for k, v in (('images', sub.images), ('labels', sub.labels), ('masks', sub.masks), ('captions', np.array(sub.captions)))}
+    with open(path, 'wb') as f: np.savez(f, **arrs)
+
+# %% ../../nbs/01b_data.phantom.ipynb #5b0e7a11
 def phantom_splits(size:int=64, difficulty:float=DEFAULT_DIFFICULTY, n_train:int=2000, n_val:int=400,
                    n_test:int=800, data_seed:int=0, cache:bool=True)->tuple[dict[str, Subset], str]:
-    "Train/val/test phantom subsets for these settings (cached) and a content hash naming them"
+    "Train/val/test phantom subsets for these settings (cached, checked) and a content hash naming them"
     path, cfg = _phantom_cache(size, difficulty, n_train, n_val, n_test, data_seed)
     parts = dict(train=n_train, val=n_val, test=n_test)
-    if cache and path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                subs = {s: Subset(z[f'{s}_images'], z[f'{s}_labels'], z[f'{s}_masks'], z[f'{s}_captions'].tolist(),
-                                  np.arange(parts[s], dtype=np.int64)) for s in parts}
-            return subs, str(z_hash(cfg))
-        except Exception: path.unlink(missing_ok=True)   # a damaged cache is redrawn
-    subs = {s: make_phantoms(m, size, [data_seed, k], difficulty) for k, (s, m) in enumerate(parts.items())}
-    if cache:
-        arrs = {f'{s}_{k}': v for s, sub in subs.items()
-                for k, v in (('images', sub.images), ('labels', sub.labels), ('masks', sub.masks), ('captions', np.array(sub.captions)))}
-        atomic_write(path, lambda tmp: np.savez(open(tmp, 'wb'), **arrs))
+    draw = lambda: {s: make_phantoms(m, size, [data_seed, k], difficulty) for k, (s, m) in enumerate(parts.items())}
+    subs = checked_load(path, lambda p: _read_phantoms(p, size, parts), draw, _save_phantoms, 'phantom cache') if cache else draw()
     return subs, z_hash(cfg)
 
-def z_hash(cfg:dict)->str: return 'phantom-' + content_hash(cfg, 32)
+def z_hash(cfg:dict)->str:
+    "The phantom benchmark's source hash (its `source_md5`): a content hash of the config `cfg` that draws it"
+    return 'phantom-' + content_hash(cfg, 32)
 
 def load_phantom(size:int=64,            # 28, 64 or 128
                  budget:str|float|int='all', # fraction of train, images per class, or 'all'

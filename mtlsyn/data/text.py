@@ -12,7 +12,8 @@ from .core import Subset, BenchmarkInfo
 from .medmnist import MODALITIES
 
 # %% auto #0
-__all__ = ['CLASS_DESCRIPTIONS', 'TEMPLATES', 'class_prompts', 'prompt_templates', 'captions_for']
+__all__ = ['CLASS_DESCRIPTIONS', 'TEMPLATES', 'CAPTIONS', 'CAPTION_KINDS', 'class_prompts', 'prompt_templates',
+           'paraphrase_templates', 'captions_for', 'caption_options', 'captions_kind']
 
 # %% ../../nbs/01c_data.text.ipynb #993beb47
 _ORGANS = ['the bladder', 'the left femur', 'the right femur', 'the heart', 'the left kidney', 'the right kidney',
@@ -67,20 +68,60 @@ def prompt_templates(dataset:str)->list[list[str]]:
     per_t = [class_prompts(dataset, i) for i in range(len(TEMPLATES))]
     return [list(ps) for ps in zip(*per_t)]
 
+# %% ../../nbs/01c_data.text.ipynb #4edb4b40
+def paraphrase_templates(template:int|str=0, # the run's template: index into `TEMPLATES` or a format string
+                         k:int=1             # number of paraphrases per class
+                        )->list[str]:
+    "The `k` templates of `prompts: k`: `template` first, then the other `TEMPLATES` in order"
+    first = _template(template)
+    rest = [t for t in TEMPLATES if t != first]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 1 + len(rest):
+        raise MtlsynError(f"prompts {k!r} must be an integer in 1..{1 + len(rest)}: add templates to mtlsyn.data.text.TEMPLATES for more")
+    return [first] + rest[:k - 1]
+
 # %% ../../nbs/01c_data.text.ipynb #6cc0485f
+CAPTIONS = ('report', 'class')                         # the `captions` a run may choose
+CAPTION_KINDS = ('report', 'class', 'paraphrase')      # what the captions of a loader turned out to be
+
 def _multi_caption(row, descs, t, m):
     pos = [descs[j] for j in np.flatnonzero(np.asarray(row) > 0.5)]
     if not pos: return t.format(desc='no finding', modality=m)
     return t.format(desc=pos[0] if len(pos) == 1 else ', '.join(pos[:-1]) + ' and ' + pos[-1], modality=m)
 
-def captions_for(sub:Subset,           # the images to caption
-                 info:BenchmarkInfo,   # their benchmark
-                 template:int|str=0    # the prompt template for images without their own report
-                )->list[str]:
-    "A caption per image of `sub`: its own report if it has one, else its class prompt under `template`"
-    if sub.captions is not None: return list(sub.captions)
+def _class_captions(sub, info, template):
     if info.multi_label:
         t, m, descs = _template(template), _MODALITY.get(info.name, info.modality), _descs(info.name)
         return [_multi_caption(r, descs, t, m) for r in sub.labels]
     ps = class_prompts(info.name, template)
     return [ps[int(y)] for y in np.asarray(sub.labels).reshape(-1)]
+
+def _check_captions(captions):
+    if captions not in CAPTIONS: raise MtlsynError(f"captions {captions!r}: choose one of {', '.join(CAPTIONS)}")
+
+def captions_for(sub:Subset,           # the images to caption
+                 info:BenchmarkInfo,   # their benchmark
+                 template:int|str=0,   # the prompt template for images without their own report
+                 captions:str='report' # 'report': an image's own report where it has one; 'class': always its class prompt
+                )->list[str]:
+    "A caption per image of `sub`: its own report if it has one and `captions` is 'report', else its class prompt under `template`"
+    _check_captions(captions)
+    if captions == 'report' and sub.captions is not None: return list(sub.captions)
+    return _class_captions(sub, info, template)
+
+# %% ../../nbs/01c_data.text.ipynb #269ff969
+def caption_options(sub:Subset, info:BenchmarkInfo, # the images and their benchmark
+                    template:int|str=0,  # the run's prompt template
+                    captions:str='report', # 'report' or 'class', as in `captions_for`
+                    prompts:int=1        # paraphrases per class (`paraphrase_templates`)
+                   )->list[list[str]]:
+    "Per image of `sub`, the captions a loader draws from: its own report, or its class prompt under `prompts` templates"
+    _check_captions(captions)
+    if captions == 'report' and sub.captions is not None: return [[c] for c in sub.captions]
+    per_t = [_class_captions(sub, info, t) for t in paraphrase_templates(template, prompts)]
+    return [list(o) for o in zip(*per_t)]
+
+def captions_kind(sub:Subset, captions:str='report', prompts:int=1)->str:
+    "What the captions of `sub` are under `captions` and `prompts`: 'report', 'paraphrase' (`prompts` > 1) or 'class'"
+    _check_captions(captions)
+    if captions == 'report' and sub.captions is not None: return 'report'
+    return 'paraphrase' if prompts > 1 else 'class'

@@ -18,7 +18,7 @@ from fastai.callback.channelslast import ChannelsLast
 from fastai.optimizer import OptimWrapper
 from fastai.data.core import DataLoaders
 from fastai.torch_core import to_device, to_float
-from ..core import Registry, MtlsynError
+from ..core import Registry, MtlsynError, get_device
 from ..mtl.weighting import weightings, Weighting
 from .autocast import AutocastCallback, _DTYPES, _unwrap
 from .select import SelectBest, selection_cbs
@@ -140,7 +140,7 @@ def mtl_learner(dls:DataLoaders,           # dict-batch loaders (`mtlsyn.data.lo
                 lr:float=1e-3,             # learning rate
                 opt:str='adam',            # a name in `optimizers`: 'adam', 'adamw' or 'sgd' (PyTorch's)
                 precision:str='fp32',      # 'fp32', 'bf16' (CPU or GPU) or 'fp16' (GPU)
-                channels_last:bool=False,  # train in `torch.channels_last` (fastai's `ChannelsLast`): faster convolutions on CPU
+                channels_last:bool|None=None, # train in `torch.channels_last` (fastai's `ChannelsLast`); None: on CPU, where it is faster
                 cbs=None,                  # more fastai callbacks (instruments)
                 metrics:bool=True,         # per-task metrics in the recorder
                 monitor:str|None=None,     # model selection metric (default: first task's first metric)
@@ -161,6 +161,7 @@ def mtl_learner(dls:DataLoaders,           # dict-batch loaders (`mtlsyn.data.lo
         t0 = next(iter(_unwrap(model).tasks.values()))
         monitor = f'{t0.name}_{t0.metric_names[0]}' if metrics else 'valid_loss'
     all_cbs = [MTLCallback()] + ([AutocastCallback(precision)] if precision != 'fp32' else []) + selection_cbs(monitor, select_best, patience)
+    if channels_last is None: channels_last = get_device(getattr(dls, 'device', None)).type == 'cpu'
     if channels_last: all_cbs.append(ChannelsLast())
     learn = MTLLearner(dls, model, loss_func=MTLLoss(model, w), opt_func=opt_func, lr=lr, splitter=splitter,
                        metrics=task_metrics(model) if metrics else [], cbs=all_cbs + list(cbs or []), wd=wd, **kw)

@@ -6,14 +6,16 @@ Docs: https://mtlsyn.github.io/mtlsyn/model.encoders.html.md"""
 
 # %% ../../nbs/03_model.encoders.ipynb #4a3842de
 from __future__ import annotations
-import math, functools
+import math, functools, time
 import torch, torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+from fastcore.basics import patch
 from ..core import Registry, MtlsynError
 
 # %% auto #0
 __all__ = ['image_encoders', 'text_encoders', 'ImageEncoder', 'SmallCNN', 'TorchvisionResNet28', 'resnet18_28', 'resnet50_28',
            'efficientnet_lite0_state_dict', 'TimmEncoder', 'vit_tiny', 'build_image_encoder', 'HFTextEncoder',
-           'minilm_path', 'minilm', 'build_text_encoder']
+           'minilm_path', 'minilm', 'build_text_encoder', 'LearnedClassText']
 
 # %% ../../nbs/03_model.encoders.ipynb #a8970793
 image_encoders = Registry('image encoder')
@@ -21,8 +23,12 @@ image_encoders = Registry('image encoder')
 class ImageEncoder(nn.Module):
     "Base of image encoders: `body` gives the shared feature map, `pool` the `(B,out_dim)` vector"
     out_dim:int; fmap_dim:int
-    def body(self, x): raise NotImplementedError
-    def pool(self, fmap): return fmap.mean((2,3))
+    def body(self, x):
+        "The shared feature map of images `x` (each encoder defines it)"
+        raise NotImplementedError
+    def pool(self, fmap):
+        "The `(B,out_dim)` vector of `fmap`: its spatial mean, unless the encoder pools otherwise"
+        return fmap.mean((2,3))
     def forward(self, x):
         fmap = self.body(x)
         return dict(feat=self.pool(fmap), fmap=fmap, shared=fmap)
@@ -164,7 +170,7 @@ class HFTextEncoder(nn.Module):
         if mode == 'frozen':
             for p in model.parameters(): p.requires_grad_(False)
             object.__setattr__(self, 'hf', model)   # shared, not a submodule: out of state_dict and optimizer
-            self.cache = {}
+            self.cache, self.cost = {}, dict(seconds=0., flops=0.)   # one-off: each string is embedded once
         else:
             import copy
             model = copy.deepcopy(model).train().requires_grad_(True)
@@ -181,18 +187,29 @@ class HFTextEncoder(nn.Module):
         t = self.tok(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors='pt').to(self.device)
         h = self.hf(**t).last_hidden_state
         return _mean_pool(h.float(), t['attention_mask'])
-    def encode(self, texts:list[str])->torch.Tensor:
-        "Embed `texts` as `(len(texts), out_dim)` float vectors on the encoder's device"
-        if self.mode != 'frozen': return self._embed(texts)
-        new = [s for s in dict.fromkeys(texts) if s not in self.cache]
-        if new:
-            if next(self.hf.parameters()).device != self.device: self.hf.to(self.device)
-            with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
-                for i in range(0, len(new), 256):
-                    for s,e in zip(new[i:i+256], self._embed(new[i:i+256])): self.cache[s] = e
-        return torch.stack([self.cache[s] for s in texts]).to(self.device)
     def forward(self, texts): return self.encode(texts)
 
+# %% ../../nbs/03_model.encoders.ipynb #381d6ce2
+@patch
+def encode(self:HFTextEncoder, texts:list[str])->torch.Tensor:
+    "Embed `texts` as `(len(texts), out_dim)` float vectors on the encoder's device"
+    if self.mode != 'frozen': return self._embed(texts)
+    new = [s for s in dict.fromkeys(texts) if s not in self.cache]
+    if new:
+        if next(self.hf.parameters()).device != self.device: self.hf.to(self.device)
+        t0 = time.perf_counter()
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=False), FlopCounterMode(display=False) as fc:
+            for i in range(0, len(new), 256):
+                for s,e in zip(new[i:i+256], self._embed(new[i:i+256])): self.cache[s] = e
+        self.cost['seconds'] += time.perf_counter() - t0; self.cost['flops'] += float(fc.get_total_flops())
+    return torch.stack([self.cache[s] for s in texts]).to(self.device)
+
+@patch(as_prop=True)
+def one_off_cost(self:HFTextEncoder)->dict:
+    "Seconds and FLOPs spent filling the frozen encoder's cache so far (0 when it trains: then it is a per-step cost)"
+    return dict(self.cost) if self.mode == 'frozen' else dict(seconds=0., flops=0.)
+
+# %% ../../nbs/03_model.encoders.ipynb #234b69f8
 def _encoder_layers(model):
     for attr in ('encoder.layer', 'encoder.layers', 'text_model.encoder.layers', 'transformer.layer', 'layers'):
         o = model
@@ -216,7 +233,27 @@ def minilm(mode:str='frozen', **kw):
 
 def build_text_encoder(name:str='minilm', # 'minilm', another registered name, or 'hf:<id or local path>'
                        mode:str='frozen',  # 'frozen' (cached), 'finetune' or 'partial'
+                       info=None,          # the benchmark's `BenchmarkInfo`, for encoders that need its classes ('learned')
                        **kw)->nn.Module:
     "The text encoder `name` in `mode`; `hf:<id or path>` loads any local/cached Hugging Face encoder"
     if name.startswith('hf:'): return HFTextEncoder(name[3:], mode=mode, **kw)
+    if getattr(text_encoders[name], 'takes_info', False): kw['info'] = info
     return text_encoders.build(name, mode=mode, **kw)
+
+# %% ../../nbs/03_model.encoders.ipynb #0b3c3a9c
+@text_encoders.register(name='learned')
+class LearnedClassText(nn.Module):
+    "Text-free control: one learnable `dim`-vector per class of `info`; a caption's embedding is its target times them"
+    takes_info, reads_labels = True, True
+    def __init__(self, info=None, dim:int=128, mode:str='finetune', **kw):
+        super().__init__()
+        if info is None: raise MtlsynError("the 'learned' text encoder needs the benchmark's classes: build_text_encoder('learned', info=split.info), or build_vlm")
+        self.n_classes, self.multi_label, self.out_dim, self.mode = len(info.classes), bool(getattr(info, 'multi_label', False)), dim, 'learned'
+        self.emb = nn.Parameter(torch.randn(self.n_classes + self.multi_label, dim))   # multi-label: a last 'no finding' row
+    def encode(self, texts:list[str], targets:torch.Tensor|None=None)->torch.Tensor:
+        "Embed the (N,C) `targets` of `texts` (one-hot, soft or multi-hot) as `(N,dim)` vectors; the words are ignored"
+        if targets is None: raise MtlsynError("the 'learned' text encoder embeds classes, not words: call encode(texts, targets) with the texts' (N,C) targets")
+        t = targets.float().to(self.emb.device)
+        e = t @ self.emb[:self.n_classes]
+        return e + (t.sum(1, keepdim=True) == 0).float()*self.emb[-1] if self.multi_label else e
+    def forward(self, texts, targets=None): return self.encode(texts, targets)

@@ -6,14 +6,16 @@ Docs: https://mtlsyn.github.io/mtlsyn/model.tasks.html.md"""
 
 # %% ../../nbs/03a_model.tasks.ipynb #0856fd87
 from __future__ import annotations
-import math
+import math, contextlib, warnings
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
+from fastcore.basics import patch
 from ..core import Registry, MtlsynError
 
 # %% auto #0
-__all__ = ['tasks', 'Task', 'medmnist_metrics', 'default_prompts', 'Classify', 'Contrastive', 'Decoder', 'Reconstruct', 'Denoise',
-           'Segment', 'Saliency', 'Consistency', 'metric_higher_is_better']
+__all__ = ['tasks', 'CLASS_WEIGHTS', 'THRESHOLDS', 'Task', 'medmnist_metrics', 'ece_score', 'balance_metrics', 'default_prompts',
+           'Classify', 'fit_threshold', 'Contrastive', 'Decoder', 'Reconstruct', 'Denoise', 'Segment', 'Saliency',
+           'Consistency', 'metric_higher_is_better']
 
 # %% ../../nbs/03a_model.tasks.ipynb #c1bc76c6
 tasks = Registry('task')
@@ -24,13 +26,19 @@ class Task(nn.Module):
     summary_dim:int = 0; reencodes_image:bool = False
     def __init__(self, name:str|None=None): super().__init__(); self.name = name or self.registry_name
     def forward(self, feats:dict, batch:dict): raise NotImplementedError
-    def loss(self, out, batch:dict)->torch.Tensor: raise NotImplementedError
+    def loss(self, out, batch:dict)->torch.Tensor:
+        "The task's scalar loss on its output `out` for `batch`"
+        raise NotImplementedError
     def summary(self, out)->torch.Tensor:
         "Pooled `(B, summary_dim)` view of `out` for cascaded sharing"
         t = out if torch.is_tensor(out) else out[next(iter(out))]
         return t.flatten(2).mean(-1) if t.ndim > 2 else t
-    def collect(self, out, batch:dict)->dict: raise NotImplementedError
-    def summarize(self, collected:list[dict])->dict[str,float]: raise NotImplementedError
+    def collect(self, out, batch:dict)->dict:
+        "Small CPU summaries of one evaluation batch, from which `summarize` computes the metrics"
+        raise NotImplementedError
+    def summarize(self, collected:list[dict])->dict[str,float]:
+        "The metrics `metric_names` from the `collect`ed summaries of an evaluation set"
+        raise NotImplementedError
     def metrics(self, outs:list, batches:list)->dict[str,float]:
         "Metrics of the outputs `outs` over the batches `batches` of an evaluation set"
         return self.summarize([self.collect(o, b) for o,b in zip(outs, batches)])
@@ -41,13 +49,48 @@ def _detach(t): return t.detach().float().cpu()
 # %% ../../nbs/03a_model.tasks.ipynb #ebda11e3
 def medmnist_metrics(y_true:np.ndarray,  # (N,) integer labels, or (N,L) 0/1 multi-label
                      y_score:np.ndarray, # (N,n_classes) probabilities (softmax), or (N,L) sigmoids
-                     task:str)->dict:
+                     task:str,           # MedMNIST task string
+                     threshold:float=0.5 # decision threshold of binary and multi-label tasks
+                    )->dict:
     "MedMNIST's `auc` and `acc` of scores `y_score` against `y_true` for the MedMNIST `task` string"
     from medmnist.evaluator import getAUC, getACC
     y_true, y_score = np.asarray(y_true), np.asarray(y_score, dtype=np.float64)
     try: auc = float(getAUC(y_true, y_score, task))
     except (ValueError, IndexError): auc = float('nan')
-    return dict(auc=auc, acc=float(getACC(y_true, y_score, task)))
+    return dict(auc=auc, acc=float(getACC(y_true, y_score, task, threshold)))
+
+# %% ../../nbs/03a_model.tasks.ipynb #c1572f03
+def ece_score(y_true:np.ndarray,  # (N,) integer labels, or (N,L) 0/1 multi-label
+              y_score:np.ndarray, # (N,C) probabilities, or (N,L) sigmoids for multi-label
+              multi_label:bool=False, n_bins:int=15)->float:
+    "Expected calibration error of `y_score` over `n_bins` equal-width bins of the top probability (multi-label: mean over labels)"
+    y_true, p = np.asarray(y_true), np.asarray(y_score, dtype=np.float64)
+    if multi_label: return float(np.mean([ece_score(y_true[:, l].astype(np.int64), np.stack([1-p[:, l], p[:, l]], 1), n_bins=n_bins)
+                                          for l in range(p.shape[1])]))
+    conf, hit = p.max(1), (p.argmax(1) == y_true.reshape(-1)).astype(np.float64)
+    b = np.clip(np.ceil(conf*n_bins).astype(int) - 1, 0, n_bins - 1)   # bins (k/n, (k+1)/n]
+    n = np.bincount(b, minlength=n_bins)
+    gap = np.abs(np.bincount(b, hit, n_bins) - np.bincount(b, conf, n_bins))
+    return float(gap.sum()/max(len(conf), 1))
+
+def balance_metrics(y_true:np.ndarray,  # (N,) integer labels, or (N,L) 0/1 multi-label
+                    y_score:np.ndarray, # (N,C) probabilities, or (N,L) sigmoids
+                    task:str,           # MedMNIST task string
+                    threshold:float=0.5 # decision threshold of binary (positive class) and multi-label tasks
+                   )->dict:
+    "`bacc` (balanced accuracy), `ece` and `majority_rate` of scores `y_score` against `y_true`"
+    from sklearn.metrics import balanced_accuracy_score as _bacc
+    def balanced_accuracy_score(y, pred):   # small eval sets: a predicted class absent from `y` is fine
+        with warnings.catch_warnings(): warnings.simplefilter('ignore', UserWarning); return _bacc(y, pred)
+    y, p = np.asarray(y_true), np.asarray(y_score, dtype=np.float64)
+    if task.startswith('multi-label'):
+        Y = y.astype(np.int64)
+        bacc = np.mean([balanced_accuracy_score(Y[:, l], p[:, l] > threshold) for l in range(Y.shape[1])])
+        return dict(bacc=float(bacc), ece=ece_score(Y, p, True), majority_rate=float(np.maximum(Y.mean(0), 1 - Y.mean(0)).mean()))
+    y = y.reshape(-1).astype(np.int64)
+    pred = (p[:, -1] > threshold).astype(np.int64) if task == 'binary-class' else p.argmax(1)
+    return dict(bacc=float(balanced_accuracy_score(y, pred)), ece=ece_score(y, p),
+                majority_rate=float(np.bincount(y).max()/len(y)))
 
 # %% ../../nbs/03a_model.tasks.ipynb #ba844ab1
 def default_prompts(info)->list[str]:
@@ -59,12 +102,16 @@ def default_prompts(info)->list[str]:
         mod = getattr(info, 'modality', '') or 'medical'
         return [f"a {mod} image of {c}" for c in info.classes]
 
+# %% ../../nbs/03a_model.tasks.ipynb #bf45c995
 @tasks.register
 class Classify(Task):
     "Classification of `info`'s classes from a `head` 'linear' on `feat_dim` features or 'prompt' (text embeddings of `prompts`)"
-    keys = ('label','target'); metric_names = ['auc','acc']; higher_is_better = dict(auc=True, acc=True)
-    def __init__(self, info, feat_dim:int=128, head:str='linear', prompts:list[str]|None=None, name=None, **kw):
+    keys = ('label','target'); metric_names = ['auc','acc','bacc','ece','majority_rate']
+    higher_is_better = dict(auc=True, acc=True, bacc=True, ece=False, majority_rate=True)   # majority_rate: informational
+    def __init__(self, info, feat_dim:int=128, head:str='linear', prompts:list[str]|None=None, name=None,
+                 class_weight:str|None=None, threshold:str='argmax', class_counts:list[int]|None=None, **kw):
         super().__init__(name)
+        self._balance(info, class_weight, threshold, class_counts)
         self.task_type, self.n_out = info.task, len(info.classes)
         self.multilabel = info.multi_label
         if head not in ('linear','prompt'): raise MtlsynError(f"classify head {head!r}: choose 'linear' or 'prompt'")
@@ -76,27 +123,90 @@ class Classify(Task):
             self.logit_scale = nn.Parameter(torch.tensor(math.log(1/0.07)))
     def forward(self, feats, batch):
         if self.head_kind == 'linear': return self.head(feats['feat'])
-        t = feats['embed_text'](self.prompts)
+        t = feats['embed_text'](self.prompts, torch.eye(self.n_out, device=feats['img_emb'].device))
         return self.logit_scale.exp().clamp(max=100) * feats['img_emb'] @ t.T
     def cam(self, fmap):
         "Class activation maps `(B,n_out,h,w)` of the linear head on `fmap` (channels must match the head's input)"
         if self.head_kind != 'linear' or fmap.shape[1] != self.head.in_features: return fmap.mean(1, keepdim=True).expand(-1, self.n_out, -1, -1)
         return torch.einsum('bchw,kc->bkhw', fmap, self.head.weight)
-    def probs(self, out): return out.sigmoid() if self.multilabel else out.softmax(-1)
-    def loss(self, out, batch):
-        out = out.float()
-        if self.multilabel: return F.binary_cross_entropy_with_logits(out, batch['label'].float())
-        y = batch['label'].reshape(len(out)); ok = y >= 0
-        if not ok.any(): return out.sum()*0.
-        if 'target' in batch: return F.cross_entropy(out[ok], batch['target'][ok].float())
-        return F.cross_entropy(out[ok], y[ok])
-    def collect(self, out, batch):
-        y = batch['label'] if self.multilabel else batch['label'].reshape(len(out))
-        return dict(y=_detach(y), p=_detach(self.probs(out.float())))
-    def summarize(self, cs):
-        y, p = _cat(cs,'y').numpy(), _cat(cs,'p').numpy()
-        if not self.multilabel: keep = y >= 0; y, p = y[keep].astype(np.int64), p[keep]
-        return medmnist_metrics(y, p, self.task_type)
+    def probs(self, out):
+        "Class probabilities of the logits `out`: sigmoids for multi-label tasks, else the softmax"
+        return out.sigmoid() if self.multilabel else out.softmax(-1)
+
+# %% ../../nbs/03a_model.tasks.ipynb #6997511b
+@patch
+def loss(self:Classify, out, batch):
+    out = out.float()
+    if self.multilabel: return F.binary_cross_entropy_with_logits(out, batch['label'].float())
+    y = batch['label'].reshape(len(out)); ok = y >= 0
+    if not ok.any(): return out.sum()*0.
+    if 'target' in batch: return F.cross_entropy(out[ok], batch['target'][ok].float(), weight=self.class_weights)
+    return F.cross_entropy(out[ok], y[ok], weight=self.class_weights)
+
+@patch
+def collect(self:Classify, out, batch):
+    y = batch['label'] if self.multilabel else batch['label'].reshape(len(out))
+    return dict(y=_detach(y), p=_detach(self.probs(out.float())))
+@patch
+def summarize(self:Classify, cs):
+    y, p = _cat(cs,'y').numpy(), _cat(cs,'p').numpy()
+    if not self.multilabel: keep = y >= 0; y, p = y[keep].astype(np.int64), p[keep]
+    thr = 0.5 if self.threshold_ is None else self.threshold_
+    return {**medmnist_metrics(y, p, self.task_type, thr), **balance_metrics(y, p, self.task_type, thr)}
+
+# %% ../../nbs/03a_model.tasks.ipynb #08958a82
+CLASS_WEIGHTS = (None, 'balanced')   # `class_weight` choices of `Classify`
+THRESHOLDS = ('argmax', 'val')       # `threshold` choices of `Classify`
+
+@patch
+def _balance(self:Classify, info, class_weight, threshold, class_counts):
+    if class_weight not in CLASS_WEIGHTS: raise MtlsynError(f"classify class_weight {class_weight!r}: choose 'balanced' or null")
+    if threshold not in THRESHOLDS: raise MtlsynError(f"classify threshold {threshold!r}: choose 'argmax' or 'val'")
+    if threshold == 'val' and info.task != 'binary-class': raise MtlsynError(f"classify threshold 'val' is for binary tasks, and {info.name!r} is {info.task}: use threshold 'argmax'")
+    self.class_weight, self.threshold, self.threshold_, w = class_weight, threshold, None, None
+    if class_weight == 'balanced':
+        if info.multi_label: raise MtlsynError("classify class_weight 'balanced' is for single-label tasks: use null for multi-label ones")
+        c = np.asarray(class_counts if class_counts is not None else [], dtype=np.int64)
+        if len(c) != len(info.classes) or (c < 1).any(): raise MtlsynError(f"classify class_weight 'balanced' needs the labeled images per class (≥ 1 each): pass build_vlm(..., class_counts=split.record['labeled_per_class']); got {c.tolist()}")
+        from sklearn.utils.class_weight import compute_class_weight
+        w = torch.tensor(compute_class_weight('balanced', classes=np.arange(len(c)), y=np.repeat(np.arange(len(c)), c)), dtype=torch.float32)
+    self.register_buffer('class_weights', w, persistent=False)   # not in the state dict: checkpoints stay as they are
+
+# %% ../../nbs/03a_model.tasks.ipynb #fe6cb134
+@patch
+def fit_threshold(self:Classify, collected:list[dict])->float:
+    "Set and return `threshold_`: the positive-class probability maximising Youden's J on `collected` (val) outputs"
+    from sklearn.metrics import roc_curve
+    y, p = _cat(collected,'y').numpy().astype(np.int64), _cat(collected,'p').numpy()[:, -1]
+    keep = y >= 0; y, p = y[keep], p[keep]
+    if len(np.unique(y)) < 2: self.threshold_ = 0.5; return self.threshold_
+    fpr, tpr, thr = roc_curve(y, p, drop_intermediate=False)
+    k = int(np.argmax(tpr - fpr))
+    lower = thr[k+1] if k+1 < len(thr) else 0.   # halfway to the next score: MedMNIST's ACC predicts `p > threshold`
+    self.threshold_ = float((min(thr[k], 1.) + lower)/2)
+    return self.threshold_
+
+# %% ../../nbs/03a_model.tasks.ipynb #23ff7fa9
+def fit_threshold(learn,                # a fastai Learner of a `MultiTaskVLM` (its `model` and `dls`)
+                  dl=None,              # loader of dict batches (default: `learn.dls.valid`)
+                  task:str='classify'   # the task's name in the model
+                 )->float|None:
+    "Fit `task`'s decision threshold on `dl` when it was built with `threshold='val'`; the threshold, or None"
+    model = getattr(learn.model, 'module', learn.model)
+    t = model.tasks[task] if task in model.tasks else None
+    if t is None or getattr(t, 'threshold', 'argmax') != 'val': return None
+    dl, dev, was = learn.dls.valid if dl is None else dl, next(model.parameters()).device, model.training
+    ctx = getattr(learn, 'autocast_ctx', contextlib.nullcontext)
+    cs = []; model.eval()
+    try:
+        with torch.no_grad():
+            for b in dl:
+                b = b[0] if isinstance(b, (tuple, list)) else b
+                b = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in b.items()}
+                with ctx(): out = model(b)[task]
+                cs.append(t.collect(out, b))
+    finally: model.train(was)
+    return t.fit_threshold(cs)
 
 # %% ../../nbs/03a_model.tasks.ipynb #2daea741
 @tasks.register
@@ -106,7 +216,7 @@ class Contrastive(Task):
     def __init__(self, embed_dim:int=128, init_temp:float=0.07, name=None, **kw):
         super().__init__(name); self.summary_dim = embed_dim
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1/init_temp)))
-    def forward(self, feats, batch): return dict(img=feats['img_emb'], txt=feats['embed_text'](batch['text']))
+    def forward(self, feats, batch): return dict(img=feats['img_emb'], txt=feats['embed_text'](batch['text'], batch.get('target')))
     def summary(self, out): return out['img']
     def loss(self, out, batch):
         img, txt = out['img'].float(), out['txt'].float()

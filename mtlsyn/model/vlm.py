@@ -7,6 +7,7 @@ Docs: https://mtlsyn.github.io/mtlsyn/model.vlm.html.md"""
 # %% ../../nbs/03b_model.vlm.ipynb #e3733aca
 from __future__ import annotations
 import torch, torch.nn as nn, torch.nn.functional as F
+from fastcore.basics import patch
 from ..core import Registry, MtlsynError
 from .encoders import build_image_encoder, build_text_encoder, ImageEncoder
 from .tasks import tasks as task_registry, Task
@@ -30,11 +31,13 @@ def _order(tasks:dict)->list[str]:
     for n in tasks: visit(n)
     return out
 
+# %% ../../nbs/03b_model.vlm.ipynb #548a1331
 @sharings.register
 class Parallel(nn.Module):
     "Hard parameter sharing: every task reads the shared encoder's features"
     def __init__(self, tasks:dict, feat_dim:int): super().__init__(); self.order = _order(tasks)
     def run(self, model, feats, batch):
+        "Every task's output, each task reading `feats`, in dependency order"
         outs = feats['outs']
         for n in self.order: outs[n] = model.tasks[n](feats, batch)
         return outs
@@ -47,6 +50,7 @@ class Cascaded(nn.Module):
         self.adapters = nn.ModuleDict({n: nn.Linear(tasks[n].summary_dim, feat_dim) for n in self.order[:-1]})
         for a in self.adapters.values(): nn.init.zeros_(a.weight); nn.init.zeros_(a.bias)  # starts as parallel
     def run(self, model, feats, batch):
+        "Every task's output, in order, each adding its adapted summary to the features of the next"
         outs, feat = feats['outs'], feats['feat']
         for n in self.order:
             outs[n] = model.tasks[n](dict(feats, feat=feat), batch)
@@ -70,24 +74,31 @@ class MultiTaskVLM(nn.Module):
         self.last_shared = None
     @property
     def task_names(self)->list[str]: return list(self.tasks.keys())
-    def embed_text(self, texts:list[str])->torch.Tensor:
-        "Normalised joint-space embeddings of `texts`"
-        return F.normalize(self.text_proj(self.text_encoder.encode(list(texts))), dim=-1)
-    def embed_image(self, image:torch.Tensor)->torch.Tensor:
-        "Normalised joint-space embeddings of `image`"
-        return F.normalize(self.image_proj(self.image_encoder(image)['feat']), dim=-1)
-    def features(self, batch:dict)->dict:
-        "The shared features every task reads"
-        x = batch['image']
-        enc = self.image_encoder(x)
-        feats = dict(enc, image=x, encode_image=self.image_encoder, tasks=self.tasks, outs={})
-        if self.uses_text:
-            feats['img_emb'] = F.normalize(self.image_proj(enc['feat']), dim=-1)
-            feats['embed_text'] = self.embed_text
-        self.last_shared = enc['shared']
-        return feats
     def forward(self, batch:dict)->dict:
         return dict(self.sharing.run(self, self.features(batch), batch))
+
+# %% ../../nbs/03b_model.vlm.ipynb #db20f7a0
+@patch
+def embed_text(self:MultiTaskVLM, texts:list[str], targets:torch.Tensor|None=None)->torch.Tensor:
+    "Normalised joint-space embeddings of `texts` (a text-free encoder such as 'learned' embeds their (N,C) `targets`)"
+    te = self.text_encoder
+    e = te.encode(list(texts), targets) if getattr(te, 'reads_labels', False) else te.encode(list(texts))
+    return F.normalize(self.text_proj(e), dim=-1)
+@patch
+def embed_image(self:MultiTaskVLM, image:torch.Tensor)->torch.Tensor:
+    "Normalised joint-space embeddings of `image`"
+    return F.normalize(self.image_proj(self.image_encoder(image)['feat']), dim=-1)
+@patch
+def features(self:MultiTaskVLM, batch:dict)->dict:
+    "The shared features every task reads"
+    x = batch['image']
+    enc = self.image_encoder(x)
+    feats = dict(enc, image=x, encode_image=self.image_encoder, tasks=self.tasks, outs={})
+    if self.uses_text:
+        feats['img_emb'] = F.normalize(self.image_proj(enc['feat']), dim=-1)
+        feats['embed_text'] = self.embed_text
+    self.last_shared = enc['shared']
+    return feats
 
 # %% ../../nbs/03b_model.vlm.ipynb #0e99baa4
 def build_vlm(image_encoder:str|nn.Module='small-cnn', # registered name, 'timm:<name>', or a module
@@ -98,22 +109,34 @@ def build_vlm(image_encoder:str|nn.Module='small-cnn', # registered name, 'timm:
               embed_dim:int=128,                  # width of the joint image-text space
               pretrained:bool=False,              # load local pretrained image-encoder weights
               text_mode:str='frozen',             # 'frozen', 'finetune' or 'partial'
-              task_kw:dict|None=None,             # extra kwargs per task name
+              task_kwargs:dict|None=None,         # extra kwargs per task name, e.g. {'classify': {'threshold': 'val'}}
+              class_counts:list[int]|None=None,   # labeled images per class (`split.record['labeled_per_class']`), for class weights
+              task_kw:dict|None=None,             # former name of `task_kwargs`
               **kw)->MultiTaskVLM:
     "A `MultiTaskVLM` for the benchmark `info` with `image_encoder`, `text_encoder`, `tasks` and `sharing`, built by name"
     if info is None: raise MtlsynError("build_vlm needs the benchmark's info: pass info=split.info (or dls.info)")
     in_chans = getattr(info, 'n_channels', 1)
     ienc = build_image_encoder(image_encoder, in_chans=in_chans, pretrained=pretrained, **kw) if isinstance(image_encoder, str) else image_encoder
-    ctx = dict(info=info, feat_dim=ienc.out_dim, fmap_dim=ienc.fmap_dim, embed_dim=embed_dim, in_chans=in_chans)
+    ctx = dict(info=info, feat_dim=ienc.out_dim, fmap_dim=ienc.fmap_dim, embed_dim=embed_dim, in_chans=in_chans, class_counts=class_counts)
+    task_kwargs = {**(task_kw or {}), **(task_kwargs or {})}
+    if not all(isinstance(v, dict) for v in task_kwargs.values()): raise MtlsynError(f"task_kwargs {task_kwargs!r} must map task names to dicts of arguments, e.g. {{'classify': {{'threshold': 'val'}}}}")
     built = {}
     for t in (tasks if isinstance(tasks, (list,tuple)) else [tasks]):
         if isinstance(t, Task): built[t.name] = t; continue
         name, tkw = (t, {}) if isinstance(t, str) else t
-        tkw = {**ctx, **(task_kw or {}).get(name, {}), **tkw}
+        tkw = {**ctx, **task_kwargs.get(name, {}), **tkw}
         task = task_registry.build(name, **tkw)
         built[task.name] = task
     uses_text = any(t.uses_text for t in built.values())
     tenc = None
     if uses_text and text_encoder is not None:
-        tenc = build_text_encoder(text_encoder, mode=text_mode) if isinstance(text_encoder, str) else text_encoder
+        tenc = build_text_encoder(text_encoder, mode=text_mode, info=info) if isinstance(text_encoder, str) else text_encoder
     return MultiTaskVLM(ienc, tenc, built, sharing=sharing, embed_dim=embed_dim)
+
+# %% ../../nbs/03b_model.vlm.ipynb #de5e54db
+@patch(as_prop=True)
+def one_off_costs(self:MultiTaskVLM)->dict:
+    "`cost_prompt_encoding_seconds` and `_flops`: what the frozen text encoder spent embedding prompts and captions once"
+    c = getattr(self.text_encoder, 'one_off_cost', None) if self.uses_text else None
+    c = c or dict(seconds=0., flops=0.)
+    return dict(cost_prompt_encoding_seconds=float(c['seconds']), cost_prompt_encoding_flops=float(c['flops']))

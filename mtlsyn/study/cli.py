@@ -6,7 +6,7 @@ Docs: https://mtlsyn.github.io/mtlsyn/study.cli.html.md"""
 
 # %% ../../nbs/08a_study.cli.ipynb #69de07da
 from __future__ import annotations
-import sys, time
+import os, sys, time, functools
 from pathlib import Path
 from ..core import *  # first: mtlsyn's package init quiets fastai's torch.jit warning before fastai loads
 from fastcore.script import call_parse
@@ -16,29 +16,75 @@ from .store import *
 from .runner import *
 
 # %% auto #0
-__all__ = ['mtlsyn_study']
+__all__ = ['check_paths', 'user_errors', 'mtlsyn_study']
+
+# %% ../../nbs/08a_study.cli.ipynb #1362ca3b
+def _writable_dir(p:Path, what:str, fix:str):
+    if p.exists() and not p.is_dir(): raise MtlsynError(f"{what} {p} is a file: {fix}")
+    q = next((x for x in [p, *p.parents] if x.exists()), Path('.'))
+    if not os.access(q, os.W_OK | os.X_OK): raise MtlsynError(f"{what} {p} is not writable ({q} is not): {fix}")
+
+def check_paths(config:str|Path, # the study's YAML file
+                out:str|Path|None=None # the study folder, if given
+               ):
+    "Raise `MtlsynError` if `config` is a folder, `out` is a file or not writable, or `MTLSYN_CACHE` is a file or not writable"
+    if Path(config).is_dir(): raise MtlsynError(f"study config {config} is a folder: pass the path of a YAML file such as studies/quick.yaml")
+    if out is not None: _writable_dir(Path(out), '--out', 'pass a folder you can write to (it is created if missing)')
+    if c := os.environ.get('MTLSYN_CACHE'): _writable_dir(Path(c), 'MTLSYN_CACHE', 'point it at a folder you can write to, or unset it')
+
+def user_errors(f):
+    "Decorate a CLI entry point: a closed output pipe or a file-system refusal becomes `error: <message>` on stderr and exit code 2"
+    @functools.wraps(f)
+    def _inner(*args, **kwargs):
+        try:
+            res = f(*args, **kwargs); sys.stdout.flush(); return res
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second complaint when Python flushes stdout at exit
+            print("error: the output pipe was closed (e.g. by `| head`): the study stopped; run the same command again to resume", file=sys.stderr)
+        except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as e:
+            print(f"error: {e.strerror or type(e).__name__}: {e.filename}: choose a path you can write to", file=sys.stderr)
+        sys.exit(2)
+    return _inner
+
+# %% ../../nbs/08a_study.cli.ipynb #2ed7cb70
+def _report(out:Path)->str:
+    "Write the study's report; its path, or a line saying why there is none"
+    try: from mtlsyn.report import write_report
+    except ImportError as e: return f"report: not written: mtlsyn.report cannot be imported ({e})"
+    try: return str(write_report(out))
+    except Exception as e: return f"report: not written ({type(e).__name__}: {e}); the records are safe: run mtlsyn-report {out}"
+
+def _summary(cfg, records:list[dict], out:Path, shard, secs:float):
+    bad = [r for r in records if r.get('status') != 'ok']
+    print(f"\n{cfg.name}: {len(records)-len(bad)} runs ok, {len(bad)} not ok, in {secs:.0f} s; records in {results_path(out, shard)}\n")
+    print(format_table(summarize(records)))
+    for r in bad: print(f"{r.get('status')} {r['run_id']} ({r.get('cfg_setting')}, seed {r.get('seed')}): {r.get('error')}")
+    return bad
 
 # %% ../../nbs/08a_study.cli.ipynb #2c66772e
 @call_parse
 @cli_errors
+@user_errors
 def mtlsyn_study(config:str,                 # the study's YAML file, e.g. studies/quick.yaml
                  out:str=None,               # the study folder (default: runs/<study name>)
-                 shard:str=None,             # 'i/n': run only the i-th of n shares of the runs
+                 shard:str=None,             # 'i/n': run only the i-th of n shares of the seeds
                  device:str=None,            # torch device (default: GPU if there is one)
+                 threads:int=None,           # threads per run (default: the study's `threads`, else cores // runs at once)
+                 resume:bool=False,          # run what is not recorded ok yet (the default anyway: a recorded run is never rerun)
                  verbose:bool=False,         # show each epoch's progress
-                 in_process:bool=False,      # run every run in this process (faster; peak RSS then includes earlier runs)
+                 in_process:bool=False,      # run every run in this process (peak RSS then includes earlier runs)
                  dry_run:bool=False          # check the study and list its runs, then exit
                 ):
-    "Run the study in CONFIG, append one record per run to OUT/results.jsonl, and print the summary table"
+    "Run the study in CONFIG, append one record per run to OUT/results.jsonl, print the table, write the report; last line: its path"
+    check_paths(config, out)
     cfg = load_study(config); check_study(cfg)
-    out = Path(out or Path('runs')/cfg.name)
+    out = Path(out or Path('runs')/cfg.name); check_paths(config, out)
+    if threads is not None and threads < 1: raise MtlsynError(f"--threads {threads}: give at least 1")
     if dry_run:
-        for r in study_runs(cfg): print(r.run_id, r.setting, f"seed={r.seed}")
+        for r in run_order(study_runs(cfg)): print(r.run_id, r.setting, f"seed={r.seed}")
         return
     t0 = time.time()
-    records = run_study(cfg, out, shard=shard, device=device, quiet=not verbose, isolate=not in_process)
-    failed = [r for r in records if r.get('status') != 'ok']
-    print(f"\n{cfg.name}: {len(records)-len(failed)} runs ok, {len(failed)} failed, in {time.time()-t0:.0f} s; records in {results_path(out, shard)}\n")
-    print(format_table(summarize(records)))
-    for r in failed: print(f"failed {r['run_id']} ({r.get('cfg_setting')}, seed {r['seed']}): {r.get('error')}")
-    if failed: sys.exit(1)
+    records = run_study(cfg, out, shard=shard, device=device, quiet=not verbose, isolate=not in_process, threads=threads, progress=True)
+    bad = _summary(cfg, records, out, shard, time.time()-t0)
+    print(_report(out)); sys.stdout.flush()
+    if bad: sys.exit(1)

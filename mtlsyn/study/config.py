@@ -6,14 +6,18 @@ Docs: https://mtlsyn.github.io/mtlsyn/study.config.html.md"""
 
 # %% ../../nbs/07_study.config.ipynb #2f0fbe7a
 from __future__ import annotations
-import itertools
-from dataclasses import dataclass, field, fields, asdict, make_dataclass
+import os, sys, re, math, itertools, importlib, inspect
+from dataclasses import dataclass, field, fields, asdict, make_dataclass, MISSING
 from pathlib import Path
 from typing import Literal, get_args, get_origin, get_type_hints
+import numpy as np
+import torch
 import yaml
 from ..core import *  # first: mtlsyn's package init quiets fastai's torch.jit warning before fastai loads
 import mtlsyn.data.all, mtlsyn.augment.all  # noqa: F401  (every benchmark and generator registers itself)
-from ..data.core import benchmarks
+from ..data.core import benchmarks, parse_budget
+from ..data.medmnist import FLAGS as MEDMNIST_FLAGS, SIZES as MEDMNIST_SIZES
+from ..data.phantom import load_phantom
 from ..augment.core import generators
 from ..model.encoders import image_encoders, text_encoders
 from ..model.tasks import tasks as task_registry
@@ -23,14 +27,14 @@ from ..learner import optimizers
 import fastai.callback.schedule  # noqa: F401  (Learner.fit_one_cycle)
 
 # %% auto #0
-__all__ = ['Run', 'StudyConfig', 'load_study', 'study_runs', 'setting_name', 'study_choices', 'check_run', 'check_study',
-           'main_metric']
+__all__ = ['EXEC_ONLY', 'Run', 'StudyConfig', 'StudyLoader', 'import_modules', 'study_choices', 'check_run', 'check_study',
+           'setting_name', 'find_setting', 'load_study', 'study_runs', 'main_metric']
 
 # %% ../../nbs/07_study.config.ipynb #3d1a88e7
 @dataclass
 class StudyConfig:
     "One study: a base run configuration, the `grid` of values to sweep, and the `seeds`"
-    name: str = 'study'                 # the study's name, used in tables and plots
+    name: str = 'study'                 # the study's name: letters, digits, '.', '_', '-' (it names the folder runs/<name>)
     description: str = ''               # one line on what the study asks
     benchmark: str = 'phantom'          # a registered benchmark: 'phantom' or a MedMNIST 2D flag such as 'pneumoniamnist'
     size: int = 28                      # image size (28, 64, 128; MedMNIST also 224)
@@ -53,43 +57,25 @@ class StudyConfig:
     lr: float = 3e-3                    # peak learning rate (one-cycle schedule)
     opt: str = 'adam'                   # a registered optimizer (`mtlsyn.learner.optimizers`): 'adam', 'adamw' or 'sgd'
     precision: Literal['fp32', 'bf16', 'fp16'] = 'fp32' # float32, or bfloat16/float16 autocast
-    target_frac: float = 0.95           # convergence target: this fraction of the run's best val metric
+    target_frac: float = 0.95           # convergence target: this fraction of the run's (or the baseline's) best val metric
+    targets: dict = field(default_factory=dict) # absolute targets {<task>_<metric>: value}, e.g. {classify_auc: 0.75}
+    eval_every: int|None = None         # also validate every this many optimizer steps (None: at epoch ends only)
+    val_budget: str|int|float = 'all'  # validation images: 'all', a fraction in (0,1), or a number per class
+    task_kwargs: dict = field(default_factory=dict) # options per task, e.g. {classify: {class_weight: balanced}}
+    captions: Literal['class', 'report'] = 'report' # class-name prompts, or per-image reports where the benchmark has them
+    prompts: int = 1                    # paraphrased prompts per class, one drawn per image
     template: int = 0                   # prompt template index
-    seeds: list = field(default_factory=lambda: [0])  # one run per seed and grid cell
+    threads: int|None = None            # torch/OpenMP threads per run (None: cores ÷ parallel runs); execution only
+    imports: list = field(default_factory=list) # modules imported in every run, e.g. [my_lab.weightings]; execution only
+    resources: dict = field(default_factory=dict) # per-run resources of a distributed engine, e.g. {num_cpus: 1}; execution only
+    tracking: str|None = None           # where runs are also logged: 'mlflow', or None; execution only
+    engine: Literal['local', 'ray'] = 'local' # what executes the runs; execution only
+    baseline: str|None = None           # the setting others are compared with: any unique part of its name (None: the first)
+    seeds: list = field(default_factory=lambda: [0])  # one run per seed and grid cell (or a count: 3 means [0, 1, 2])
     grid: dict = field(default_factory=dict)          # field name -> list of values to sweep
 
-_NOT_RUN_KEYS = ('name', 'description', 'seeds', 'grid')
-
-# %% ../../nbs/07_study.config.ipynb #3f69ab7f
-def _grid_keys(k:str)->list[str]: return [x.strip() for x in str(k).split(',')]
-
-def load_study(path_or_dict:str|Path|dict)->StudyConfig:
-    "Read a study YAML file (or a dict) into a checked `StudyConfig`"
-    if isinstance(path_or_dict, dict): d, src = path_or_dict, 'config'
-    else:
-        p = Path(path_or_dict)
-        if not p.exists(): raise MtlsynError(f"study config {p} does not exist: pass the path of a YAML file such as studies/quick.yaml")
-        try: d = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e: raise MtlsynError(f"study config {p} is not valid YAML: {str(e).splitlines()[0]}")
-        src = str(p)
-    if not isinstance(d, dict): raise MtlsynError(f"study config {src} must be a mapping of field: value")
-    names = [f.name for f in fields(StudyConfig)]
-    bad = [k for k in d if k not in names]
-    if bad: raise MtlsynError(f"unknown key {bad[0]!r} in {src}: valid keys are {', '.join(names)}")
-    grid = d.get('grid') or {}
-    if not isinstance(grid, dict): raise MtlsynError(f"'grid' in {src} must map field names to lists of values")
-    for k,v in grid.items():
-        ks = _grid_keys(k)
-        for kk in ks:
-            if kk not in names or kk in _NOT_RUN_KEYS: raise MtlsynError(f"unknown grid key {kk!r} in {src}: sweep one of {', '.join(n for n in names if n not in _NOT_RUN_KEYS)}")
-        if not isinstance(v, list) or not v: raise MtlsynError(f"grid key {k!r} in {src} needs a non-empty list of values, e.g. {k}: [a, b]")
-        if len(ks) > 1 and not all(isinstance(x, list) and len(x) == len(ks) for x in v):
-            raise MtlsynError(f"grid key {k!r} in {src} sweeps {len(ks)} fields together: give each value as a list of {len(ks)}, e.g. [{', '.join(ks)}]")
-    seeds = d.get('seeds', [0])
-    if isinstance(seeds, int): d['seeds'] = list(range(seeds))
-    elif not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
-        raise MtlsynError(f"'seeds' in {src} must be a list of integers (or a count)")
-    return StudyConfig(**d)
+_NOT_RUN_KEYS = ('name', 'description', 'baseline', 'seeds', 'grid')
+EXEC_ONLY = ('threads', 'imports', 'resources', 'tracking', 'engine')  # how a run executes, never what it computes: not in run_id
 
 # %% ../../nbs/07_study.config.ipynb #5163b0f1
 Run = make_dataclass('Run', [(f.name, f.type, field(default=f.default, default_factory=f.default_factory))
@@ -98,29 +84,183 @@ Run = make_dataclass('Run', [(f.name, f.type, field(default=f.default, default_f
                      namespace={'__module__': __name__, '__doc__':
                                 "One run of a study: every `StudyConfig` setting resolved for its grid cell, its `seed`, stable `run_id` and `setting` label"})
 
-# %% ../../nbs/07_study.config.ipynb #b1fb3c73
-_UNHASHED_AT_DEFAULT = ('opt',)  # fields added after run ids were published: left out of the hash at their default, so old ids stand
+# %% ../../nbs/07_study.config.ipynb #72f937f0
+_MAX_NODES = 100_000  # a study file expands to at most this many YAML nodes (aliases counted each time they are used)
 
-def _run_id(r:dict)->str:
-    "The stable id of the resolved settings `r` (seed included): a hash of exactly those"
-    return content_hash({k:v for k,v in r.items() if not (k in _UNHASHED_AT_DEFAULT and v == getattr(StudyConfig, k))}, 12)
+class StudyLoader(yaml.SafeLoader):
+    "`yaml.SafeLoader` that refuses duplicate keys and documents whose aliases expand beyond `_MAX_NODES` nodes"
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for k, _ in node.value:
+            if k.tag == 'tag:yaml.org,2002:merge': continue
+            key = self.construct_object(k, deep=True)
+            try: dup = key in seen; seen.add(key)
+            except TypeError: continue  # an unhashable key: SafeLoader itself says so
+            if dup: raise MtlsynError(f"duplicate key {key!r} on line {k.start_mark.line+1}: keep only one")
+        return super().construct_mapping(node, deep=deep)
+    def compose_document(self):
+        node = super().compose_document()
+        if _expanded_size(node, {}, set()) > _MAX_NODES:
+            raise MtlsynError(f"expands to more than {_MAX_NODES:,} values through its aliases (*name): write the values out, or use fewer aliases")
+        return node
 
-def study_runs(cfg:StudyConfig)->list[Run]:
-    "Every run of `cfg`: the product of its grid's values, once per seed, each with a stable `run_id`"
-    base = {k:v for k,v in asdict(cfg).items() if k not in _NOT_RUN_KEYS}
-    keys = [kk for k in cfg.grid for kk in _grid_keys(k)]
-    runs = []
-    for combo in itertools.product(*[cfg.grid[k] if len(_grid_keys(k)) == 1 else [tuple(x) for x in cfg.grid[k]] for k in cfg.grid]):
-        vals = [x for k, c in zip(cfg.grid, combo) for x in (c if len(_grid_keys(k)) > 1 else (c,))]
-        for seed in cfg.seeds:
-            r = {**base, **dict(zip(keys, vals)), 'seed': seed}
-            runs.append(Run(**r, run_id=_run_id(r), setting=setting_name(r, keys)))
-    return runs
+def _expanded_size(node, memo:dict, active:set)->int:
+    "Nodes in `node` once every alias is expanded (memoised, so a billion-laughs document costs its size, not its expansion)"
+    if id(node) in memo: return memo[id(node)]
+    if id(node) in active: raise MtlsynError("has a recursive alias (a value that contains itself): write the values out")
+    active.add(id(node))
+    kids = [x for kv in node.value for x in kv] if isinstance(node, yaml.MappingNode) else node.value if isinstance(node, yaml.SequenceNode) else []
+    n = 1
+    for c in kids:
+        n += _expanded_size(c, memo, active)
+        if n > _MAX_NODES: break
+    active.discard(id(node)); memo[id(node)] = n
+    return n
 
-def setting_name(run:dict, keys:list)->str:
-    "A short label of the grid cell `run` (a dict of settings) belongs to, from its values of the grid `keys`"
-    def _s(v): return '+'.join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
-    return ', '.join(f"{k}={_s(run[k])}" for k in keys) or 'base'
+# %% ../../nbs/07_study.config.ipynb #6bffb7e8
+def _read_study(p:Path)->dict:
+    "The mapping in the YAML file `p`, read with `StudyLoader`; a missing, unreadable, empty or invalid file is a one-line `MtlsynError`"
+    if not p.exists(): raise MtlsynError(f"study config {p} does not exist: pass the path of a YAML file such as studies/quick.yaml")
+    if p.is_dir(): raise MtlsynError(f"study config {p} is a folder: pass the YAML file in it, such as studies/quick.yaml")
+    try: text = p.read_text(encoding='utf-8')
+    except (OSError, UnicodeDecodeError) as e: raise MtlsynError(f"study config {p} cannot be read ({type(e).__name__}): pass a readable UTF-8 YAML file") from None
+    try: d = yaml.load(text, Loader=StudyLoader)
+    except MtlsynError: raise
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as e:  # PyYAML raises ValueError for a date like 2024-13-45
+        raise MtlsynError(f"study config {p} is not valid YAML: {' '.join(str(e).split())[:200]}") from None
+    if d is None: raise MtlsynError(f"study config {p} is empty: give at least its benchmark, tasks and grid (see studies/quick.yaml)")
+    if not isinstance(d, dict): raise MtlsynError(f"study config {p} must be a mapping of field: value, e.g. benchmark: phantom")
+    return d
+
+def import_modules(names:list|None # module names, e.g. a study's `imports: [my_lab.weightings]`
+                  )->list:
+    "Import every module in `names`, so the names they register exist in this process; the working folder is searched last"
+    if names and os.getcwd() not in sys.path: sys.path.append(os.getcwd())
+    mods = []
+    for n in names or []:
+        try: mods.append(importlib.import_module(str(n)))
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else ''
+            raise MtlsynError(f"imports: cannot import {n!r} ({type(e).__name__}: {msg}): put its folder on PYTHONPATH, or fix the module") from None
+    return mods
+
+# %% ../../nbs/07_study.config.ipynb #c1b2fa8d
+def _int(v)->bool: return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+def _real(v)->bool: return (_int(v) or isinstance(v, (float, np.floating))) and math.isfinite(v)
+def _opt(f): return lambda v: v is None or f(v)
+def _ge(lo): return lambda v: _int(v) and v >= lo
+def _budget(v)->bool:
+    try: parse_budget(v); return not isinstance(v, str) or v.strip() == v
+    except MtlsynError: return False
+def _mapping(v)->bool: return isinstance(v, dict) and all(isinstance(k, str) for k in v)
+def _names(v): return 'a list, e.g. tasks: [classify]' if not isinstance(v, list) else 'a non-empty list' if not v else \
+    'a list of distinct names' if len(set(map(str, v))) < len(v) or not all(isinstance(x, str) for x in v) else True
+_MODULE = re.compile(r'[A-Za-z_]\w*(\.[A-Za-z_]\w*)*')
+_SAFE_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,99}')
+
+# %% ../../nbs/07_study.config.ipynb #fe4aadb4
+_RULES = dict(  # field: (test, what it must be, an example); a test may return a string that says what it must be instead
+    name=(lambda v: isinstance(v, str) and bool(_SAFE_NAME.fullmatch(v)), "a folder-safe name (letters, digits, '.', '_', '-'; no '/' or leading '.')", 'my-study'),
+    description=(lambda v: isinstance(v, str), 'text', "'what the study asks'"), root=(_opt(lambda v: isinstance(v, str)), 'a folder or null', 'data/medmnist'),
+    size=(_ge(1), 'an integer ≥ 1', 28), budget=(_budget, "'all', a fraction in (0,1) or a number of images per class ≥ 1", 50),
+    benchmark_kwargs=(_mapping, 'a mapping of option: value', '{difficulty: 0.5}'), generator_kwargs=(_mapping, 'a mapping of option: value', '{alpha: 0.4}'),
+    tasks=(_names, 'a list of distinct task names', '[classify]'),
+    ratio=(lambda v: _real(v) and v >= 0, 'a number ≥ 0', 1), pretrain_epochs=(_ge(0), 'an integer ≥ 0', 2),
+    epochs=(_ge(1), 'an integer ≥ 1', 8), bs=(_ge(1), 'an integer ≥ 1', 64), lr=(lambda v: _real(v) and v > 0, 'a finite number > 0', 0.003),
+    target_frac=(lambda v: _real(v) and 0 < v <= 1, 'a number in (0, 1]', 0.95),
+    targets=(lambda v: _mapping(v) and all(_real(x) for x in v.values()), 'a mapping of <task>_<metric>: finite value', '{classify_auc: 0.75}'),
+    eval_every=(_opt(_ge(1)), 'an integer ≥ 1 (optimizer steps) or null', 20),
+    val_budget=(_budget, "'all', a fraction in (0,1) or a number of images per class ≥ 1", 'all'),
+    task_kwargs=(lambda v: _mapping(v) and all(_mapping(x) for x in v.values()), 'a mapping of task: {option: value}', '{classify: {class_weight: balanced}}'),
+    prompts=(_ge(1), 'an integer ≥ 1', 1), template=(_ge(0), 'an integer ≥ 0', 0),
+    threads=(_opt(_ge(1)), 'an integer ≥ 1 or null (cores ÷ parallel runs)', 1),
+    imports=(lambda v: isinstance(v, list) and all(isinstance(x, str) and _MODULE.fullmatch(x) for x in v), 'a list of module names', '[my_lab.weightings]'),
+    resources=(lambda v: _mapping(v) and all(_real(x) and x >= 0 for x in v.values()), 'a mapping of resource: number ≥ 0', '{num_cpus: 1}'),
+    tracking=(_opt(lambda v: isinstance(v, str)), "'mlflow' or null", 'mlflow'),
+    baseline=(_opt(lambda v: isinstance(v, str) and bool(v)), "part of one setting's name, or null", "'generator=none'"),
+)
+_TRACKERS = ('mlflow',)
+
+# %% ../../nbs/07_study.config.ipynb #f6a6eaa8
+_KINDS = dict(tasks='task', opt='optimizer')
+_OPEN = dict(image_encoder='timm:', text_encoder='hf:')  # prefixes of models built from outside the registries
+_NULLABLE = ('text_encoder', 'tracking')
+
+def _check_value(k:str, v, choices:dict, where:str=''):
+    "Raise `MtlsynError` naming field `k` and the fix if `v` is not a valid value of it (type, range, registry)"
+    if k in _RULES:
+        test, what, eg = _RULES[k]
+        res = test(v)
+        if isinstance(res, str) or not res: raise MtlsynError(f"{where}{k} must be {res if isinstance(res, str) else what}, e.g. {k}: {eg} (got {v!r})")
+    if k not in choices: return
+    valid = choices[k]
+    if k != 'tasks' and not (isinstance(v, str) or (v is None and k in _NULLABLE)):
+        raise MtlsynError(f"{where}{k} must be a name, one of {', '.join(map(str, valid))} (got {v!r})")
+    for name in (v if k == 'tasks' else [v]):
+        if name is None or (k in _OPEN and str(name).startswith(_OPEN[k])): continue
+        if name not in valid:
+            raise MtlsynError(f"unknown {_KINDS.get(k, k.replace('_', ' '))} {name!r} ({k}): choose one of {', '.join(map(str, valid))}")
+
+def _check_plain(v, where:str):
+    "Refuse what is not text, a finite number, a list or a mapping (YAML dates, sets, NaN, ...) anywhere in `v`"
+    if isinstance(v, dict):
+        for k, x in v.items(): _check_plain(x, f"{where}.{k}")
+    elif isinstance(v, list):
+        for x in v: _check_plain(x, where)
+    elif isinstance(v, (float, np.floating)) and not math.isfinite(v): raise MtlsynError(f"{where} is {v}: give a finite number")
+    elif not (v is None or isinstance(v, (str, bool, int, float, np.integer, np.floating))):
+        raise MtlsynError(f"{where} holds {v!r}, a {type(v).__name__}: use text, numbers, lists and mappings (quote a date: '2024-01-01')")
+
+# %% ../../nbs/07_study.config.ipynb #56ef91bf
+def _options(obj)->set|None:
+    "Keyword options the class or function `obj` accepts, or None when it takes any (`**kwargs` it keeps)"
+    if not isinstance(obj, type): obj = type('_', (), {'__init__': staticmethod(obj)})
+    names = set()
+    for c in obj.__mro__:
+        if '__init__' not in c.__dict__: continue
+        if c in (object, torch.nn.Module): return None
+        ps = inspect.signature(c.__dict__['__init__']).parameters.values()
+        names |= {p.name for p in ps if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {'self'}
+        if not any(p.kind == p.VAR_KEYWORD for p in ps): return names
+    return None
+
+def _benchmark_options(b:str)->set|None:
+    if b in MEDMNIST_FLAGS: return set()
+    if b == 'phantom': return _options(load_phantom) - {'size', 'budget', 'seed'}
+    o = _options(benchmarks[b]); return None if o is None else o - {'size', 'budget', 'seed', 'root', 'verify', 'download'}
+
+def _check_options(k:str, name:str, kw:dict, opts:set|None, where:str=''):
+    bad = [o for o in kw if opts is not None and o not in opts]
+    if bad: raise MtlsynError(f"{where}{k}: {name} has no option {bad[0]!r}: choose from {', '.join(sorted(opts)) or '(none)'}")
+
+# %% ../../nbs/07_study.config.ipynb #fb7921b2
+_TOGETHER = ('schedule', 'generator', 'ratio', 'benchmark', 'size', 'benchmark_kwargs', 'generator_kwargs', 'task_kwargs', 'targets')
+
+def _check_together(r:dict, where:str=''):
+    "Checks across fields of one setting `r`: pretraining needs a pool, options exist, sizes and targets are valid"
+    if r['schedule'] == 'pretrain' and (r['generator'] == 'none' or not r['ratio'] > 0):
+        raise MtlsynError(f"{where}schedule 'pretrain' needs a generator and a ratio > 0 to make the synthetic pool")
+    if r['benchmark'] in MEDMNIST_FLAGS and r['size'] not in MEDMNIST_SIZES:
+        raise MtlsynError(f"{where}size {r['size']} is not a MedMNIST size: choose one of {', '.join(map(str, MEDMNIST_SIZES))}")
+    _check_options('benchmark_kwargs', r['benchmark'], r['benchmark_kwargs'], _benchmark_options(r['benchmark']), where)
+    if r['generator'] != 'none': _check_options('generator_kwargs', r['generator'], r['generator_kwargs'], _options(generators[r['generator']]), where)
+    for t, kw in r['task_kwargs'].items():
+        if t not in task_registry: raise MtlsynError(f"{where}task_kwargs: unknown task {t!r}: choose one of {', '.join(task_registry.names())}")
+        o = _options(task_registry[t])
+        _check_options(f'task_kwargs.{t}', t, kw, None if o is None else o - {'info', 'name'}, where)
+    valid = [f"{t}_{m}" for t in task_registry.names() for m in task_registry[t].metric_names]
+    bad = [k for k in r['targets'] if k not in valid]
+    if bad: raise MtlsynError(f"{where}targets: unknown metric {bad[0]!r}: name a task's metric, one of {', '.join(valid)}")
+
+def _combos(d:dict, keys=_TOGETHER):
+    "Every distinct combination of the values of `keys` that config dict `d` and its grid make (each a dict)"
+    axes = []
+    for gk, vals in d['grid'].items():
+        ks = _grid_keys(gk); idx = [i for i, k in enumerate(ks) if k in keys]
+        if not idx: continue
+        rows = [dict(zip(ks, v if len(ks) > 1 else [v])) for v in vals]
+        axes.append(list({canonical_json([r[ks[i]] for i in idx]): {ks[i]: r[ks[i]] for i in idx} for r in rows}.values()))
+    for c in itertools.product(*axes): yield {**{k: d[k] for k in keys}, **{k: v for x in c for k, v in x.items()}}
 
 # %% ../../nbs/07_study.config.ipynb #699cfd95
 def study_choices()->dict:
@@ -128,25 +268,151 @@ def study_choices()->dict:
     lits = {k: list(get_args(t)) for k,t in get_type_hints(StudyConfig).items() if get_origin(t) is Literal}
     return dict(benchmark=benchmarks.names(), image_encoder=image_encoders.names(), text_encoder=text_encoders.names(),
                 tasks=task_registry.names(), sharing=sharings.names(), weighting=weightings.names(),
-                generator=['none', *generators.names()], opt=sorted(optimizers), **lits)
-
-_KINDS = dict(tasks='task', opt='optimizer')
-_OPEN = dict(image_encoder='timm:', text_encoder='hf:')  # prefixes of models built from outside the registries
+                generator=['none', *generators.names()], opt=sorted(optimizers), tracking=list(_TRACKERS), **lits)
 
 def check_run(run):
-    "Raise `MtlsynError` with the valid names if `run` (a `Run` or `StudyConfig`) names anything unknown"
-    for k, valid in study_choices().items():
-        v = getattr(run, k)
-        for name in (list(v) if isinstance(v, (list, tuple)) else [v]):
-            if k in _OPEN and (name is None or str(name).startswith(_OPEN[k])): continue
-            if name not in valid:
-                raise MtlsynError(f"unknown {_KINDS.get(k, k.replace('_', ' '))} {name!r} ({k}): choose one of {', '.join(map(str, valid))}")
-    if run.schedule == 'pretrain' and (run.generator == 'none' or not run.ratio > 0):
-        raise MtlsynError("schedule 'pretrain' needs a generator and a ratio > 0 to make the synthetic pool")
+    "Raise `MtlsynError` naming the field and the fix if `run` (a `Run` or `StudyConfig`) has an invalid or unknown value"
+    choices, r = study_choices(), {f.name: getattr(run, f.name) for f in fields(run)}
+    for k, v in r.items():
+        if k not in ('seeds', 'grid', 'seed', 'run_id', 'setting'): _check_value(k, v, choices)
+    _check_together(r)
 
 def check_study(cfg:StudyConfig):
-    "Check every run of `cfg` with `check_run`, before anything trains"
-    for run in study_runs(cfg): check_run(run)
+    "Check every field and grid value of `cfg` (type, range, registry) and its grid, before anything trains"
+    _checked(asdict(cfg))
+
+# %% ../../nbs/07_study.config.ipynb #ba43a189
+_MAX_RUNS, _WARN_RUNS = 100_000, 10_000  # a study of more runs is refused; of more than the second, warned about
+
+def _grid_keys(k)->list[str]: return [x.strip() for x in str(k).split(',')]
+
+def _check_seeds(s)->list[int]:
+    "`seeds` as a list of distinct integers in [0, 2^32): a count n means [0, ..., n-1]"
+    if _int(s):
+        if not 1 <= s <= _MAX_RUNS: raise MtlsynError(f"seeds: a count of seeds must be between 1 and {_MAX_RUNS:,}, e.g. seeds: 3 (seeds 0, 1, 2) (got {s})")
+        return list(range(int(s)))
+    if not isinstance(s, list) or not s: raise MtlsynError(f"seeds must be a non-empty list of integers or a count, e.g. seeds: [0, 1, 2] or seeds: 3 (got {s!r})")
+    for x in s:
+        if not (_int(x) and 0 <= x < 2**32): raise MtlsynError(f"seeds must be a list of integers in [0, 2^32), e.g. seeds: [0, 1, 2] (got {x!r} in {s!r})")
+    dup = next((x for i, x in enumerate(s) if x in s[:i]), None)
+    if dup is not None: raise MtlsynError(f"seeds lists {dup} twice: each seed once, e.g. seeds: [0, 1, 2]")
+    return [int(x) for x in s]
+
+# %% ../../nbs/07_study.config.ipynb #6ae38f1b
+def _norm(k:str, v):
+    "A canonical form of value `v` of field `k`: equal for values that make the same setting (10, 10.0 and '10' budgets)"
+    if isinstance(v, list): return [_norm(k, x) for x in v]
+    if k in ('budget', 'val_budget'):
+        try: return parse_budget(v)
+        except MtlsynError: return v
+    return float(v) if _real(v) else v
+
+def _check_grid_values(gk:str, vals:list, choices:dict):
+    "Check every value of grid key `gk` as its field, and that no two of them make the same setting or print alike"
+    ks, seen = _grid_keys(gk), {}
+    for v in vals:
+        for k, x in zip(ks, v if len(ks) > 1 else [v]): _check_value(k, x, choices, where=f"grid {gk!r}: ")
+        forms = (str(v), canonical_json(_norm(ks[0], v) if len(ks) == 1 else [_norm(k, x) for k, x in zip(ks, v)]))
+        for f in forms:
+            if f in seen: raise MtlsynError(f"grid {gk!r} lists {seen[f]!r} and {v!r}, which are the same setting: list each value once")
+        seen.update({f: v for f in forms})
+
+# %% ../../nbs/07_study.config.ipynb #4bfd3c78
+def _check_grid(d:dict)->int:
+    "Check the grid's structure (known fields, each swept once, non-empty lists) and return its number of runs"
+    g, names, swept = d['grid'], [f.name for f in fields(StudyConfig)], {}
+    if not isinstance(g, dict): raise MtlsynError("grid must map field names to lists of values, e.g. grid: {ratio: [0, 1]}")
+    n = len(d['seeds'])
+    for gk, vals in g.items():
+        ks = _grid_keys(gk)
+        for k in ks:
+            if k not in names or k in _NOT_RUN_KEYS: raise MtlsynError(f"unknown grid key {k!r}: sweep one of {', '.join(x for x in names if x not in _NOT_RUN_KEYS + EXEC_ONLY)}")
+            if k in EXEC_ONLY: raise MtlsynError(f"grid {gk!r}: {k} is execution-only (it never changes a result), so it cannot be swept: set it once, outside grid")
+            if k in swept: raise MtlsynError(f"grid sweeps {k!r} twice (in {swept[k]!r} and {gk!r}): sweep each field in one key")
+            swept[k] = gk
+        if not isinstance(vals, list) or not vals: raise MtlsynError(f"grid key {gk!r} needs a non-empty list of values, e.g. {gk}: [a, b]")
+        if len(ks) > 1 and not all(isinstance(x, list) and len(x) == len(ks) for x in vals):
+            raise MtlsynError(f"grid key {gk!r} sweeps {len(ks)} fields together: give each value as a list of {len(ks)}, e.g. [{', '.join(ks)}]")
+        n *= len(vals)
+    if n > _MAX_RUNS: raise MtlsynError(f"the grid makes {n:,} runs (its values' product × {len(d['seeds'])} seeds), more than {_MAX_RUNS:,}: split the study or sweep fewer values")
+    if n > _WARN_RUNS: print(f"warning: study {d['name']!r} has {n:,} runs", file=sys.stderr)
+    return n
+
+# %% ../../nbs/07_study.config.ipynb #d99f0315
+def setting_name(run:dict, keys:list)->str:
+    "A short label of the grid cell `run` (a dict of settings) belongs to, from its values of the grid `keys`"
+    def _s(v): return '+'.join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+    return ', '.join(f"{k}={_s(run[k])}" for k in keys) or 'base'
+
+def _settings(d:dict):
+    "The setting labels of config dict `d`, in grid order"
+    for keys, vals in _cells(d): yield setting_name(dict(zip(keys, vals)), keys)
+
+def find_setting(settings:list[str], part:str)->str:
+    "The one label in `settings` equal to `part`, else the one containing it; `MtlsynError` listing them otherwise"
+    if part in settings: return part
+    hits = [s for s in settings if part in s]
+    if len(hits) == 1: return hits[0]
+    raise MtlsynError(f"baseline {part!r} {'matches ' + str(len(hits)) if hits else 'matches none'} of the settings: "
+                      f"give a unique part of one of {'; '.join(hits or settings)}")
+
+# %% ../../nbs/07_study.config.ipynb #3f69ab7f
+def _defaults()->dict: return {f.name: f.default_factory() if f.default is MISSING else f.default for f in fields(StudyConfig)}
+
+def _checked(d:dict)->dict:
+    "The config dict `d` with defaults filled in and seeds resolved, after every check (type, range, registry, grid)"
+    if not isinstance(d, dict): raise MtlsynError("a study must be a mapping of field: value, e.g. benchmark: phantom")
+    names = [f.name for f in fields(StudyConfig)]
+    bad = [k for k in d if k not in names]
+    if bad: raise MtlsynError(f"unknown key {bad[0]!r}: valid keys are {', '.join(names)}")
+    d = {**_defaults(), **d}
+    if d['grid'] is None: d['grid'] = {}
+    for k, v in d.items(): _check_plain(v, k)
+    d['seeds'] = _check_seeds(d['seeds'])
+    _check_value('name', d['name'], {}); _check_value('imports', d['imports'], {})
+    _check_grid(d)
+    import_modules(d['imports'])
+    choices = study_choices()
+    for k in names:
+        if k not in ('seeds', 'grid'): _check_value(k, d[k], choices)
+    for gk, vals in d['grid'].items(): _check_grid_values(gk, vals, choices)
+    for r in _combos(d): _check_together(r)
+    if d['baseline'] is not None: find_setting(list(dict.fromkeys(_settings(d))), d['baseline'])
+    return d
+
+def load_study(path_or_dict:str|Path|dict)->StudyConfig:
+    "Read a study YAML file (or a dict) into a `StudyConfig`, every field checked (type, range, registry) before anything is built"
+    if isinstance(path_or_dict, dict): return StudyConfig(**_checked(dict(path_or_dict)))
+    p = Path(path_or_dict)
+    try: return StudyConfig(**_checked(_read_study(p)))
+    except RecursionError: raise MtlsynError(f"study config {p} is nested too deeply: write it as a flat mapping of field: value") from None
+
+# %% ../../nbs/07_study.config.ipynb #b1fb3c73
+# fields added after run ids were published: left out of the hash at their default, so old ids stand
+_UNHASHED_AT_DEFAULT = ('opt', 'targets', 'eval_every', 'val_budget', 'task_kwargs', 'captions', 'prompts')
+
+def _run_id(r:dict, dflt:dict)->str:
+    "The stable id of the resolved settings `r` (seed included, `EXEC_ONLY` fields left out): a hash of exactly those"
+    return content_hash({k:v for k,v in r.items() if k not in EXEC_ONLY and not (k in _UNHASHED_AT_DEFAULT and v == dflt[k])}, 12)
+
+def _cells(cfg):
+    "The grid's keys (fields, in order) and each cell's values: the product of its lists, several-field keys unpacked"
+    g = cfg['grid'] if isinstance(cfg, dict) else cfg.grid
+    keys = [kk for k in g for kk in _grid_keys(k)]
+    for combo in itertools.product(*[g[k] if len(_grid_keys(k)) == 1 else [tuple(x) for x in g[k]] for k in g]):
+        yield keys, [x for k, c in zip(g, combo) for x in (c if len(_grid_keys(k)) > 1 else (c,))]
+
+def study_runs(cfg:StudyConfig)->list[Run]:
+    "Every run of `cfg`: the product of its grid's values, once per seed, each with a stable `run_id`"
+    base, dflt = {k:v for k,v in asdict(cfg).items() if k not in _NOT_RUN_KEYS}, _defaults()
+    seeds = list(range(cfg.seeds)) if _int(cfg.seeds) else cfg.seeds
+    runs = []
+    for keys, vals in _cells(cfg):
+        for seed in seeds:
+            r = {**base, **dict(zip(keys, vals)), 'seed': seed}
+            runs.append(Run(**r, run_id=_run_id(r, dflt), setting=setting_name(r, keys)))
+    if len({r.run_id for r in runs}) < len(runs): raise MtlsynError("two runs of the study have the same settings: list each grid value and seed once")
+    return runs
 
 # %% ../../nbs/07_study.config.ipynb #2f9c14ea
 def main_metric(tasks:list|str)->str:

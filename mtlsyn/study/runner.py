@@ -6,13 +6,16 @@ Docs: https://mtlsyn.github.io/mtlsyn/study.runner.html.md"""
 
 # %% ../../nbs/07b_study.runner.ipynb #f6ecd5b0
 from __future__ import annotations
-import json, time, math, traceback, contextlib
-from dataclasses import dataclass, asdict
+import os, sys, json, time, math, signal, traceback, contextlib, threading
+import multiprocessing as mp
+from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np
 import yaml
 from ..core import *  # first: mtlsyn's package init quiets fastai's torch.jit warning before fastai loads
+import torch
 from fastcore.basics import patch
+from fastcore.xtras import modified_env
 from fastai.data.core import DataLoaders
 from fastai.torch_core import set_seed
 import mtlsyn.data.all, mtlsyn.augment.all  # noqa: F401  (every benchmark and generator registers itself)
@@ -24,13 +27,17 @@ from ..learner import MTLLearner, mtl_learner, fit_pretrain_finetune
 from ..callback.convergence import ConvergenceCallback
 from ..callback.memory import MemoryCallback
 from ..callback.throughput import ThroughputCallback
+from ..callback.core import DivergenceCallback
+from ..model.tasks import fit_threshold
 import fastai.callback.schedule  # noqa: F401  (Learner.fit_one_cycle)
 from .config import *
 from .store import *
+from .store import _json_default
 
 # %% auto #0
-__all__ = ['BuiltRun', 'build_run', 'run_one', 'results_path', 'parse_shard', 'run_study', 'lead_task', 'table_cols', 'mean_ci',
-           'summarize', 'format_table']
+__all__ = ['START_METHOD', 'BuiltRun', 'build_run', 'run_one', 'default_threads', 'run_threads', 'failure_reason', 'results_path',
+           'parse_shard', 'run_order', 'shard_runs', 'run_study', 'lead_task', 'table_cols', 'mean_ci', 'summarize',
+           'format_table']
 
 # %% ../../nbs/07b_study.runner.ipynb #0dd4309b
 @dataclass
@@ -42,27 +49,38 @@ class BuiltRun:
     dls: DataLoaders                  # train (real, or real + synthetic), valid and test loaders
     pretrain_dls: DataLoaders|None    # synthetic-only loaders of schedule 'pretrain'
     learn: MTLLearner                 # the learner with the instruments
+    costs: dict = field(default_factory=dict)  # one-off `cost_*` fields of the pool (generator fit, pool sampling)
 
 def _instruments(run:Run):
-    conv = ConvergenceCallback(metric=main_metric(run.tasks), target_frac=run.target_frac)
-    return [conv, MemoryCallback(), ThroughputCallback()]
+    conv = ConvergenceCallback(metric=main_metric(run.tasks), target_frac=run.target_frac, targets=run.targets or None, every=run.eval_every)
+    return [conv, MemoryCallback(), ThroughputCallback(), DivergenceCallback()]
 
+def _pool(run:Run, split)->tuple:
+    "The synthetic pool of `run` (None without one) and its one-off `cost_*` fields, from the pool's provenance (None when unknown)"
+    if run.generator == 'none' or not run.ratio > 0:
+        return None, {f'cost_{w}_{u}': 0 for w in ('generator_fit', 'pool_sampling') for u in ('seconds', 'flops')}
+    n = max(1, round(run.ratio * len(split.labeled)))
+    pool = make_pool(split, run.generator, n=n, seed=run.seed, **(run.generator_kwargs or {}))
+    p = pool.provenance
+    return pool, dict(cost_generator_fit_seconds=p.get('fit_seconds'), cost_generator_fit_flops=p.get('fit_flops'),
+                      cost_pool_sampling_seconds=p.get('sample_seconds'), cost_pool_sampling_flops=p.get('sample_flops'))
+
+# %% ../../nbs/07b_study.runner.ipynb #cbd02be4
 def build_run(run:Run, device=None)->BuiltRun:
     "The split, pool, DataLoaders and learner of `run` (from `study_runs`), ready to `fit`"
     check_run(run); set_seed(run.seed)
-    split = load_benchmark(run.benchmark, size=run.size, budget=run.budget, seed=run.seed, root=run.root, **(run.benchmark_kwargs or {}))
-    pool = None
-    if run.generator != 'none' and run.ratio > 0:
-        n = max(1, round(run.ratio * len(split.labeled)))
-        pool = make_pool(split, run.generator, n=n, seed=run.seed, **(run.generator_kwargs or {}))
+    split = load_benchmark(run.benchmark, size=run.size, budget=run.budget, seed=run.seed, root=run.root,
+                           val_budget=run.val_budget, **(run.benchmark_kwargs or {}))
+    pool, costs = _pool(run, split)
     pretrain = run.schedule == 'pretrain'
-    kw = dict(bs=run.bs, seed=run.seed, template=run.template, device=get_device(device))
+    kw = dict(bs=run.bs, seed=run.seed, template=run.template, device=get_device(device), captions=run.captions, prompts=run.prompts)
     dls = dataloaders(split, pool=None if pretrain else pool, ratio=0. if pretrain else run.ratio, **kw)
     pdls = dataloaders(split, pool=pool, ratio=run.ratio, synthetic_only=True, **kw) if pretrain else None
     model = build_vlm(image_encoder=run.image_encoder, text_encoder=run.text_encoder, text_mode=run.text_mode,
-                      tasks=list(run.tasks), info=split.info, sharing=run.sharing)
+                      tasks=list(run.tasks), info=split.info, sharing=run.sharing,
+                      task_kwargs=run.task_kwargs or None, class_counts=split.record['labeled_per_class'])
     learn = mtl_learner(dls, model, weighting=run.weighting, lr=run.lr, opt=run.opt, precision=run.precision, cbs=_instruments(run))
-    return BuiltRun(run, split, pool, dls, pdls, learn)
+    return BuiltRun(run, split, pool, dls, pdls, learn, costs)
 
 # %% ../../nbs/07b_study.runner.ipynb #a62b8904
 @patch
@@ -70,34 +88,55 @@ def fit(self:BuiltRun, quiet:bool=True # hide fastai's progress bars and tables
        ):
     "Train: one-cycle for `epochs`, or synthetic pre-training then real fine-tuning with schedule 'pretrain'"
     r, learn = self.run, self.learn
+    self.timing = dict(env_load_start=os.getloadavg()[0], env_cores=os.cpu_count(), env_threads=torch.get_num_threads())
+    c0 = time.process_time()
     with (learn.no_logging() if quiet else contextlib.nullcontext()), (learn.no_bar() if quiet else contextlib.nullcontext()):
         if self.pretrain_dls is not None: fit_pretrain_finetune(learn, self.pretrain_dls, r.pretrain_epochs or r.epochs, r.epochs)
         else: learn.fit_one_cycle(r.epochs, r.lr)
+    self.timing.update(time_fit_cpu_s=time.process_time()-c0, env_load_end=os.getloadavg()[0])
     return self
 
 @patch
 def record(self:BuiltRun)->dict:
-    "The flat record of the trained run: its `cfg_*`, split and pool, val and test metrics, every instrument's fields"
+    "The flat record of the trained run: its `cfg_*`, split and pool, val and test metrics, every instrument's fields, one-off costs"
     run, split, pool, learn = self.run, self.split, self.pool, self.learn
     rec = dict(run_id=run.run_id, status='ok', error=None, seed=run.seed, **_flat_cfg(run),
                split_sha256=split.record['split_sha256'], pool_sha256=pool.sha256 if pool is not None else None,
                n_labeled=len(split.labeled), n_synthetic=(round(run.ratio*len(split.labeled)) if pool is not None else 0))
     with learn.no_logging(), learn.no_bar():
         rec.update({f'val_{k}': v for k,v in learn.evaluate(self.dls.valid).items()})
+        rec.update(_threshold(self))
         rec.update({f'test_{k}': v for k,v in learn.evaluate(self.dls.test).items()})
     for cb in learn.cbs:
         if hasattr(cb, 'record') and callable(cb.record): rec.update(cb.record())
+    rec.update(_one_off_costs(self)); rec['text_captions'] = getattr(self.dls, 'captions_kind', 'class')
+    for k,v in getattr(self, 'timing', {}).items(): rec.setdefault(k, v)
     return rec
+
+# %% ../../nbs/07b_study.runner.ipynb #61d9d325
+def _threshold(b:BuiltRun)->dict:
+    "`classify_threshold`, fitted on val before the test evaluation when the study asks for `task_kwargs: {classify: {threshold: val}}`"
+    thr = fit_threshold(b.learn, b.dls.valid)
+    return {} if thr is None else dict(classify_threshold=thr)
+
+def _one_off_costs(b:BuiltRun)->dict:
+    "The run's one-off `cost_*` fields: the pool's (generator fit, pool sampling) and the model's prompt encoding (`MultiTaskVLM.one_off_costs`)"
+    m = getattr(b.learn.model, 'module', b.learn.model)
+    return {**b.costs, **(getattr(m, 'one_off_costs', None) or dict(cost_prompt_encoding_seconds=None, cost_prompt_encoding_flops=None))}
 
 # %% ../../nbs/07b_study.runner.ipynb #15d92111
 def _flat_cfg(run:Run)->dict:
+    "The `cfg_*` fields of `run`'s record: what it computes (its setting label included), not how it executes"
     def _v(v):
         if isinstance(v, (list, tuple)): return '+'.join(map(str, v))
         if isinstance(v, dict): return canonical_json(v)
         return v
-    return {f'cfg_{k}': _v(v) for k,v in asdict(run).items() if k not in ('run_id', 'seed')}
+    return {f'cfg_{k}': _v(v) for k,v in asdict(run).items() if k not in ('run_id', 'seed', *EXEC_ONLY)}
 
 def _curves(learn)->dict:
+    "The run's curves for curves.json: `ConvergenceCallback.curves()` (per-epoch values and every evaluation), else the recorder's values"
+    conv = next((cb for cb in learn.cbs if isinstance(cb, ConvergenceCallback)), None)
+    if conv is not None and hasattr(conv, 'curves'): return conv.curves()
     names = [n for n in learn.recorder.metric_names[1:] if n != 'time']
     return dict(names=names, values=[list(map(_num, v)) for v in learn.recorder.values])
 
@@ -105,6 +144,7 @@ def _num(v):
     try: return float(v)
     except (TypeError, ValueError): return None
 
+# %% ../../nbs/07b_study.runner.ipynb #2fd5296a
 def run_one(run:Run,              # one run from `study_runs`
             out:str|Path,         # the study folder: the run writes `runs/<run_id>/` in it
             device=None,          # torch device (default: GPU if there is one)
@@ -122,6 +162,100 @@ def run_one(run:Run,              # one run from `study_runs`
     atomic_write(rdir/'curves.json', json.dumps(_curves(b.learn), default=_json_default))
     return rec
 
+# %% ../../nbs/07b_study.runner.ipynb #6adeea9a
+def default_threads(parallel:int=1 # runs executing at once on this machine
+                   )->int:
+    "Threads per run that never oversubscribe: the usable cores // `parallel` (at least 1), capped by `OMP_NUM_THREADS` when set"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    n = max(1, cores // max(1, parallel))
+    env = os.environ.get('OMP_NUM_THREADS', '')
+    return min(n, int(env)) if env.isdigit() and int(env) > 0 else n
+
+@contextlib.contextmanager
+def run_threads(n:int|None=None # threads (default: `default_threads()`)
+               ):
+    "Run the body with `n` torch, OpenMP and MKL threads, restoring torch's count after"
+    n, old = int(n or default_threads()), torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with modified_env(OMP_NUM_THREADS=str(n), MKL_NUM_THREADS=str(n)): yield n
+    finally: torch.set_num_threads(old)
+
+# %% ../../nbs/07b_study.runner.ipynb #69bffd65
+def failure_reason(e:BaseException)->tuple[str,str]:
+    "The status ('diverged' or 'failed') and full reason of `e`: the root error's type and message, without fastai's 'Exception occured in' line"
+    chain = [e]
+    while True:
+        x = chain[-1]; nx = x.__cause__ or (None if x.__suppress_context__ else x.__context__)
+        if nx is None or nx in chain: break
+        chain.append(nx)
+    status = 'diverged' if any(type(x).__name__ == 'RunDiverged' for x in chain) else 'failed'
+    root = next((x for x in chain if isinstance(x, MtlsynError) or type(x).__name__ == 'RunDiverged'), chain[-1])
+    lines = [l.strip() for l in str(root).splitlines() if l.strip()]
+    if lines and lines[0].startswith('Exception occured in'): lines = lines[1:]
+    return status, f"{type(root).__name__}: {' '.join(lines)}" if lines else type(root).__name__
+
+def _failed_record(run:Run, e:BaseException|None=None, reason:str|None=None)->dict:
+    status, msg = failure_reason(e) if e is not None else ('failed', reason)
+    tb = ''.join(traceback.format_exception(e))[-6000:] if e is not None else None
+    return dict(run_id=run.run_id, status=status, error=msg, seed=run.seed, **_flat_cfg(run), traceback=tb)
+
+def _run_here(run:Run, out, device, quiet, threads)->dict:
+    "`run_one` in this process with `threads`; an exception becomes a failed (or diverged) record"
+    try:
+        with run_threads(threads): return {**run_one(run, out, device=device, quiet=quiet), 'run_isolated': False}
+    except KeyboardInterrupt: raise
+    except Exception as e: return _failed_record(run, e)
+
+# %% ../../nbs/07b_study.runner.ipynb #54962baa
+START_METHOD = 'forkserver' if 'forkserver' in mp.get_all_start_methods() else 'spawn'
+_PRELOAD = ['mtlsyn', 'mtlsyn.study.runner']  # mtlsyn first: its init quiets a torch warning before fastai loads
+
+def _mp_context():
+    ctx = mp.get_context(START_METHOD)
+    if START_METHOD == 'forkserver': ctx.set_forkserver_preload(_PRELOAD)  # takes effect when the server first starts
+    return ctx
+
+def _die_with_driver(driver:int):
+    "End this run process when the study driver `driver` (a pid) dies: a kernel death signal where there is one, and a watcher thread"
+    if sys.platform.startswith('linux'):
+        import ctypes
+        with contextlib.suppress(Exception): ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    def _watch(ppid=os.getppid()):
+        while True:
+            time.sleep(0.5)
+            try: os.kill(driver, 0)
+            except ProcessLookupError: os._exit(70)
+            except OSError: pass
+            if os.getppid() != ppid: os._exit(70)
+    threading.Thread(target=_watch, daemon=True).start()
+
+def _child(conn, run, out, device, quiet, threads, imports, driver, t_submit):
+    "The body of an isolated run process: its start-up time, the study's `imports`, then `_run_here`; sends the record back"
+    t_start = time.time(); _die_with_driver(driver)
+    try: import_modules(imports)
+    except MtlsynError as e: rec = _failed_record(run, e)
+    else: rec = _run_here(run, out, device, quiet, threads)
+    conn.send({**rec, 'run_isolated': True, 'time_startup_s': round(t_start - t_submit, 3)}); conn.close()
+
+# %% ../../nbs/07b_study.runner.ipynb #0e2e776e
+def _run_isolated(run:Run, out, device, quiet, threads, imports)->dict:
+    "`run_one` in its own process, forked from a server with torch, fastai and mtlsyn loaded: its peak RSS is its own"
+    ctx = _mp_context(); recv, send = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_child, args=(send, run, str(out), device, quiet, threads, list(imports or []), os.getpid(), time.time()))
+    p.start(); send.close()
+    try:
+        try: rec = recv.recv()
+        except EOFError: rec = None
+        p.join()
+    finally:
+        if p.is_alive(): p.kill(); p.join()
+    if rec is not None: return rec
+    code = p.exitcode
+    how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+    hint = ': out of memory? (the kernel kills with SIGKILL)' if code == -signal.SIGKILL else ''
+    return _failed_record(run, reason=f"RunProcessDied: the run process ended with {how} before it sent its record{hint}")
+
 # %% ../../nbs/07b_study.runner.ipynb #5dd909e3
 def results_path(out:str|Path, shard:str|None=None)->Path:
     "The results file of the study folder `out` (one per shard)"
@@ -132,51 +266,75 @@ def results_path(out:str|Path, shard:str|None=None)->Path:
 def parse_shard(shard:str)->tuple[int,int]:
     "`'i/n'` → `(i, n)`, checked"
     try: i, n = map(int, str(shard).split('/'))
-    except ValueError: raise MtlsynError(f"--shard {shard!r} is not of the form i/n (e.g. 0/4)")
+    except ValueError: raise MtlsynError(f"--shard {shard!r} is not of the form i/n (e.g. 0/4)") from None
     if not (n >= 1 and 0 <= i < n): raise MtlsynError(f"--shard {shard!r}: need 0 <= i < n")
     return i, n
 
-def _run_isolated(run, out, device, quiet)->dict:
-    "`run_one` in a fresh spawned process: nothing an earlier run allocated counts in this run's peak RSS"
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context('spawn')) as ex:
-        rec = ex.submit(run_one, run, out, device=device, quiet=quiet).result()
-    return {**rec, 'run_isolated': True}
+def run_order(runs:list)->list:
+    "`runs` interleaved, seed-major: every setting of the first seed, then every setting of the next, ..., settings in grid order"
+    seeds = list(dict.fromkeys(r.seed for r in runs))
+    return sorted(runs, key=lambda r: seeds.index(r.seed))
+
+def shard_runs(runs:list, shard:str)->list:
+    "The runs of `shard` ('i/n'): whole seeds, seed k of the study to shard k % n, so no setting is confounded with a machine"
+    i, n = parse_shard(shard)
+    seeds = list(dict.fromkeys(r.seed for r in runs))
+    if n > len(seeds): raise MtlsynError(f"--shard {shard}: the study has {len(seeds)} seeds and a shard runs whole seeds; use at most {len(seeds)} shards")
+    mine = set(seeds[i::n])
+    return [r for r in runs if r.seed in mine]
+
+# %% ../../nbs/07b_study.runner.ipynb #d783cc14
+def _all_records(out:Path)->list[dict]:
+    "Every record of the study folder, from `results.jsonl` and every shard's file, in file order"
+    return [r for p in sorted(Path(out).glob('results*.jsonl')) for r in ResultsStore(p).records() if isinstance(r, dict)]
+
+def _latest(records:list[dict])->list[dict]:
+    "The last record of each run_id (a failed run that later succeeded counts as ok), in first-seen order; records without one all stay"
+    last = {}
+    for i, r in enumerate(records): last[r.get('run_id') or ('', i)] = r
+    return list(last.values())
+
+def _finished_line(k:int, n:int, run:Run, rec:dict, secs:float)->str:
+    lead = f"val_{main_metric(run.tasks)}"
+    what = (f"ok in {secs:.1f} s" + (f", {lead}={rec[lead]:.3f}" if isinstance(rec.get(lead), float) else '')
+            if rec['status'] == 'ok' else f"{rec['status']}: {rec.get('error')}")
+    return f"[{k}/{n}] {run.setting}, seed={run.seed} ({run.run_id}): {what}"
 
 # %% ../../nbs/07b_study.runner.ipynb #1f8d3d7d
 def run_study(cfg:StudyConfig|str|Path|dict, # the study, or the path of its YAML file
               out:str|Path,                    # the study folder
-              shard:str|None=None,             # 'i/n': run only this machine's share of the runs
+              shard:str|None=None,             # 'i/n': run only this machine's share of the seeds
               device=None,                     # torch device
               quiet:bool=True,                 # hide per-epoch progress
-              isolate:bool=False,              # run each run in a fresh process, so its peak memory is its own
+              isolate:bool=False,              # run each run in its own process, so its peak memory is its own
+              threads:int|None=None,           # threads per run (default: the study's `threads`, else `default_threads()`)
+              progress:bool=False,             # show a progress bar with an ETA over the runs (on a terminal)
               log=print)->list[dict]:
-    "Run every run of `cfg` not yet recorded `ok` in `out`, appending one record per run; return all records"
+    "Run every run of `cfg` not yet recorded `ok` in `out`, seed-major, appending one record per run; return the latest record of each"
     if not isinstance(cfg, StudyConfig): cfg = load_study(cfg)
-    check_study(cfg)
-    runs = study_runs(cfg)
-    if shard:
-        i, n = parse_shard(shard); runs = runs[i::n]
+    import_modules(cfg.imports); check_study(cfg)
+    runs = run_order(study_runs(cfg))
+    if shard: runs = shard_runs(runs, shard)
+    threads = threads or cfg.threads or default_threads()
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out/'study.yaml', yaml.safe_dump(asdict(cfg), sort_keys=False))
-    store = ResultsStore(results_path(out, shard))
-    done = store.done_ids()
-    todo = [r for r in runs if r.run_id not in done]
-    if len(runs) - len(todo): log(f"study {cfg.name}: {len(runs)-len(todo)} of {len(runs)} runs already in {store.path}: skipped")
-    for k, run in enumerate(todo):
-        log(f"study {cfg.name}: run {k+1}/{len(todo)} [{run.setting}, seed={run.seed}] ({run.run_id})")
-        t0 = time.time()
-        try: rec = _run_isolated(run, out, device, quiet) if isolate else run_one(run, out, device=device, quiet=quiet)
-        except KeyboardInterrupt: raise
-        except Exception as e:
-            msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            rec = dict(run_id=run.run_id, status='failed', error=msg, seed=run.seed, **_flat_cfg(run), traceback=traceback.format_exc(limit=8))
-            log(f"  failed: {msg}")
-        if rec['status'] == 'ok': rec.setdefault('run_isolated', False)
-        store.append(rec)
-        if rec['status'] == 'ok': log(f"  done in {time.time()-t0:.1f} s")
-    return [r for r in store.records() if r.get('run_id') in {x.run_id for x in runs}]
+    with study_lock(out, shard=shard):
+        atomic_write(out/'study.yaml', yaml.safe_dump(asdict(cfg), sort_keys=False))
+        store = ResultsStore(results_path(out, shard))
+        done = {r['run_id'] for r in _all_records(out) if r.get('status') == 'ok'}
+        todo = [r for r in runs if r.run_id not in done]
+        if len(runs) - len(todo): log(f"study {cfg.name}: {len(runs)-len(todo)} of {len(runs)} runs already recorded ok in {out}: skipped")
+        bar = progress and sys.stdout.isatty() and len(todo) > 0
+        if bar: from fastprogress.fastprogress import progress_bar
+        for k, run in enumerate(progress_bar(todo, leave=False) if bar else todo):
+            if (claim := store.claim(run.run_id)) is None: continue  # recorded meanwhile, or another live process runs it
+            with claim:
+                t0 = time.time()
+                rec = _run_isolated(run, out, device, quiet, threads, cfg.imports) if isolate else _run_here(run, out, device, quiet, threads)
+                store.append(rec)
+            line = _finished_line(k+1, len(todo), run, rec, time.time()-t0)
+            log(f"\r{line}\033[K" if bar else line)
+    ids = {r.run_id for r in runs}
+    return [r for r in _latest(_all_records(out)) if r.get('run_id') in ids]
 
 # %% ../../nbs/07b_study.runner.ipynb #d5df668b
 def lead_task(records:list[dict])->str|None:
@@ -200,9 +358,9 @@ def mean_ci(x, conf:float=0.95)->tuple[float,float,int]:
 
 # %% ../../nbs/07b_study.runner.ipynb #d9c5c376
 def summarize(records:list[dict], by:str='cfg_setting', cols:list|None=None):
-    "A DataFrame of mean ± 95% CI over seeds of `cols` (default: `table_cols`) for each value of `by` (ok runs only)"
+    "A DataFrame of mean ± 95% CI over seeds of `cols` (default: `table_cols`) for each value of `by` (the latest record of each run, if ok)"
     import pandas as pd
-    ok = [r for r in records if r.get('status') == 'ok']
+    ok = [r for r in _latest(records) if r.get('status') == 'ok']
     cols = [c for c in (cols or table_cols(records)) if any(c in r for r in ok)]
     rows = []
     for key in dict.fromkeys(r.get(by) for r in ok):

@@ -6,49 +6,190 @@ Docs: https://mtlsyn.github.io/mtlsyn/study.store.html.md"""
 
 # %% ../../nbs/07a_study.store.ipynb #101f204b
 from __future__ import annotations
-import os, sys, json
+import os, re, sys, json, math, fcntl, contextlib
 from pathlib import Path
 import numpy as np
 from ..core import *  # first: mtlsyn's package init quiets fastai's torch.jit warning before fastai loads
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['ResultsStore']
+__all__ = ['ResultsStore', 'record_line', 'RunClaim', 'study_lock']
 
 # %% ../../nbs/07a_study.store.ipynb #9523abf1
+_RESULTS = re.compile(r'results(-\d+of\d+)?\.jsonl')  # the results files of a study folder: unsharded, and one per shard
+
 class ResultsStore:
-    "The `results.jsonl` of a study folder: read records, know which runs are done, append one record at a time"
-    def __init__(self, path:str|Path): self.path = Path(path)
+    "A results file of a study folder (`results.jsonl`, or a shard's): read records, know which runs are done, append, claim runs"
+    def __init__(self, path:str|Path):
+        self.path, self._cache, self._mine = Path(path), {}, {}
+        self._start = self._counts()  # what every results file held when this store was opened
+    def files(self)->list[Path]:
+        "Every results file of the folder (`results.jsonl` and the shards' `results-<i>of<n>.jsonl`), this store's own last"
+        d = self.path.parent
+        others = sorted(p for p in d.glob('results*.jsonl') if p != self.path and _RESULTS.fullmatch(p.name)) if d.is_dir() else []
+        return others + [self.path]
     def records(self)->list[dict]:
-        "All complete records in the file (a cut-short last line is skipped)"
-        if not self.path.exists(): return []
-        out = []
-        for i, line in enumerate(self.path.read_text().splitlines()):
-            if not line.strip(): continue
-            try: out.append(json.loads(line))
-            except json.JSONDecodeError:
-                print(f"warning: {self.path}:{i+1} is not a complete record (an interrupted write?): ignored", file=sys.stderr)
-        return out
+        "The complete records of this file, in order: a cut-short last line, and a line that is not a JSON object, are skipped with a warning"
+        return self._read(self.path)
+    def latest(self)->list[dict]:
+        "The last record of each `run_id` over every results file of the folder (own file last), in order of first appearance"
+        out = {}
+        for p in self.files():
+            for r in self._read(p):
+                if isinstance(r.get('run_id'), str): out[r['run_id']] = r
+        return list(out.values())
     def done_ids(self, status=('ok',))->set:
-        "The `run_id`s already recorded with a `status` in `status`"
-        return {r.get('run_id') for r in self.records() if r.get('status') in status}
+        "The `run_id`s recorded with a `status` in `status` in any results file of the folder (cheap: only new bytes are read)"
+        return {r.get('run_id') for p in self.files() for r in self._read(p) if r.get('status') in status}
+    def _counts(self)->dict:
+        out = {}
+        for p in self.files():
+            for r in self._read(p): out[r.get('run_id')] = out.get(r.get('run_id'), 0) + 1
+        return out
 
-# %% ../../nbs/07a_study.store.ipynb #7cd2c20d
+# %% ../../nbs/07a_study.store.ipynb #f6aa8da2
+def _warn(msg:str): print(f"warning: {msg}", file=sys.stderr)
+
+def _parse(line:bytes, where:str)->dict|None:
+    "The record on `line`, or None (with a warning) when it is not one complete JSON object"
+    if not line.strip(): return None
+    try: r = json.loads(line)
+    except ValueError: _warn(f"{where} is not a complete record (an interrupted write?): ignored"); return None
+    if not isinstance(r, dict): _warn(f"{where} is valid JSON but not a record (a JSON object): ignored"); return None
+    return r
+
 @patch
-def append(self:ResultsStore, record:dict):
-    "Append `record` as one JSON line, first cutting off any incomplete last line"
-    self.path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, sort_keys=True, default=_json_default) + '\n'
-    if self.path.exists() and self.path.stat().st_size:
-        data = self.path.read_bytes()
-        if not data.endswith(b'\n'):
-            with open(self.path, 'r+b') as f: f.truncate(data.rfind(b'\n') + 1)
-    with open(self.path, 'a') as f:
-        f.write(line); f.flush(); os.fsync(f.fileno())
+def _read(self:ResultsStore, p:Path)->list[dict]:
+    "The complete records of file `p`, parsing only the bytes appended since the last call (a new or shrunk file is read again)"
+    try: st = p.stat()
+    except FileNotFoundError: self._cache.pop(p, None); return []
+    c = self._cache.get(p)
+    if c is None or c['ino'] != st.st_ino or st.st_size < c['end']: c = self._cache[p] = dict(ino=st.st_ino, end=0, n=0, recs=[], tail=None)
+    tail = b''
+    if st.st_size > c['end']:
+        with open(p, 'rb') as f: f.seek(c['end']); data = f.read()
+        cut = data.rfind(b'\n') + 1
+        for line in data[:cut].split(b'\n')[:-1]:
+            c['n'] += 1
+            if (r := _parse(line, f"{p.name}:{c['n']}")) is not None: c['recs'].append(r)
+        c['end'] += cut; tail = data[cut:]
+    if not tail.strip(): return list(c['recs'])
+    if c['tail'] == (st.st_size, tail): last = c['last']  # the same unterminated last line as before: parsed (and warned about) once
+    else: last = c['last'] = _parse(tail, f"{p.name}:{c['n']+1}"); c['tail'] = (st.st_size, tail)
+    return c['recs'] + ([last] if last is not None else [])
 
+# %% ../../nbs/07a_study.store.ipynb #0ac292e2
 def _json_default(o):
     if isinstance(o, np.integer): return int(o)
     if isinstance(o, np.floating): return float(o)
     if isinstance(o, np.ndarray): return o.tolist()
     if isinstance(o, Path): return str(o)
     return str(o)
+
+def _strict(o):
+    "`o` with NumPy values made plain and every NaN or ±inf made None, so that its JSON is strict"
+    if isinstance(o, dict): return {k if isinstance(k, str) else str(k): _strict(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [_strict(v) for v in o]
+    if isinstance(o, np.ndarray): return _strict(o.tolist())
+    if isinstance(o, (bool, np.bool_)): return bool(o)
+    if isinstance(o, np.integer): return int(o)
+    if isinstance(o, (float, np.floating)): return float(o) if math.isfinite(o) else None
+    return o
+
+def record_line(record:dict)->str:
+    "`record` as one line of strict JSON with sorted keys: NaN and ±inf become `null`, which every JSON reader accepts"
+    return json.dumps(_strict(record), sort_keys=True, allow_nan=False, default=_json_default) + '\n'
+
+# %% ../../nbs/07a_study.store.ipynb #7cd2c20d
+def _repair_tail(f, name:str):
+    "Make the open, locked file `f` end on a newline, reading only its last line: a complete record is kept, a cut-short one cut off"
+    end = f.seek(0, os.SEEK_END)
+    if end == 0: return
+    f.seek(end - 1)
+    if f.read(1) == b'\n': return
+    pos, start = end, 0
+    while pos > 0:  # back to the start of the last line
+        lo = max(0, pos - 65536); f.seek(lo); i = f.read(pos - lo).rfind(b'\n')
+        if i >= 0: start = lo + i + 1; break
+        pos = lo
+    f.seek(start); tail = f.read()
+    try: whole = isinstance(json.loads(tail), dict)
+    except ValueError: whole = False
+    if whole: f.write(b'\n'); return
+    os.ftruncate(f.fileno(), start)
+    _warn(f"{name}: cut off an incomplete last line ({len(tail)} bytes, an interrupted write)")
+
+@patch
+def append(self:ResultsStore, record:dict):
+    "Append `record` as one line of strict JSON, under a lock on the file, reading only its last line (created with the umask's permissions)"
+    line = record_line(record).encode()
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    with open(self.path, 'a+b') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try: _repair_tail(f, self.path.name); f.write(line); f.flush(); os.fsync(f.fileno())
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
+    self._mine[record.get('run_id')] = self._mine.get(record.get('run_id'), 0) + 1
+
+# %% ../../nbs/07a_study.store.ipynb #2e738290
+class RunClaim:
+    "This process's hold on one run, from `ResultsStore.claim`: let go by `release`, at the end of a `with`, or when the process dies"
+    def __init__(self, fd:int, run_id:str): self.fd, self.run_id = fd, run_id
+    def release(self):
+        "Let another process run it (append its record first)"
+        if self.fd is not None: os.close(self.fd); self.fd = None  # closing the file drops its flock
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.release()
+
+@patch
+def claim(self:ResultsStore, run_id:str)->RunClaim|None:
+    "Claim `run_id` for this process; None when it is done, was recorded by another process since this store was opened, or is running elsewhere"
+    if not re.fullmatch(r'[\w.-]+', str(run_id)): raise MtlsynError(f"run id {run_id!r} is not a plain name (letters, digits, '_', '.', '-')")
+    d = self.path.parent/'.claims'; d.mkdir(parents=True, exist_ok=True)
+    fd = os.open(d/run_id, os.O_RDWR | os.O_CREAT, 0o666)
+    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError: os.close(fd); return None
+    n = self._counts().get(run_id, 0)  # re-checked after the claim: a record appended before another's release is seen
+    if run_id in self.done_ids() or n > self._start.get(run_id, 0) + self._mine.get(run_id, 0): os.close(fd); return None
+    os.ftruncate(fd, 0); os.write(fd, f"{os.getpid()}\n".encode())
+    return RunClaim(fd, run_id)
+
+# %% ../../nbs/07a_study.store.ipynb #0fbab815
+def _alive(pid:int)->bool:
+    try: os.kill(pid, 0); return True
+    except ProcessLookupError: return False
+    except PermissionError: return True
+
+def _pid(p:Path)->int|None:
+    try: return int(p.read_text().split()[0])
+    except (OSError, ValueError, IndexError): return None
+
+def _flock(p:Path, shared:bool=False)->int:
+    "A file descriptor of `p` holding its flock (exclusive, or shared), recording our pid; `MtlsynError` naming the holder if taken"
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o666)
+    try: fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        pids = sorted({x for q in p.parent.glob('.lock*') if (x := _pid(q)) and _alive(x)})
+        raise MtlsynError(f"study folder {p.parent} is in use by another mtlsyn-study (process {', '.join(map(str, pids)) or '?'}): "
+                          "wait for it to finish, or write to another --out") from None
+    prev = _pid(p)
+    if prev and prev != os.getpid() and not _alive(prev): _warn(f"took over the lock of {p.parent.name} left by process {prev}, which is no longer running")
+    if not shared: os.ftruncate(fd, 0); os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+# %% ../../nbs/07a_study.store.ipynb #cdcf6120
+@contextlib.contextmanager
+def study_lock(out:str|Path,         # the study folder
+               shard:str|None=None):  # 'i/n': hold only this shard's share, so shards can share the folder
+    "Hold the study folder `out` for this process while it runs: a second `mtlsyn-study` on it is refused, naming this one's pid"
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    if shard is not None and not re.fullmatch(r'\d+/\d+', str(shard)): raise MtlsynError(f"--shard {shard!r} is not of the form i/n (e.g. 0/4)")
+    fds = []
+    try:
+        fds.append(_flock(out/'.lock', shared=shard is not None))
+        if shard is not None: fds.append(_flock(out/f".lock-{str(shard).replace('/', 'of')}"))
+        yield out
+    finally:
+        for fd in fds[::-1]:
+            with contextlib.suppress(OSError): os.ftruncate(fd, 0)  # a clean exit leaves no pid behind: only a killed holder's is stale
+            os.close(fd)
