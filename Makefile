@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: venv test study docs readme sync-check lint nbtest pytest bench clean
+.PHONY: venv test study docs readme sync-check lint nbtest pytest bench bench-medmnist bench-medmnist-summary gpu-check gpu-wheels clean
 
 venv: $(STAMP)
 
@@ -55,9 +55,33 @@ study: venv
 	@start=$$(date +%s); $(BIN)/mtlsyn-study studies/quick.yaml --out runs/quick && \
 	  echo "study: finished in $$(( $$(date +%s) - start )) s"
 
-## make bench: the benchmarks in benchmarks/ (they write benchmarks/RESULTS.md)
+# make bench: every CPU benchmark, one thread each (the machine is shared), each rewriting only its own section of benchmarks/RESULTS.md
+BENCH := overhead throughput memory diffusion channels_last_auc
 bench: venv
-	@for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+	@start=$$(date +%s); export OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}; \
+	  for b in $(BENCH); do echo "== benchmarks/$$b.py"; $(BIN)/python benchmarks/$$b.py || exit 1; done; \
+	  echo "bench: finished in $$(( $$(date +%s) - start )) s; results in benchmarks/RESULTS.md"
+
+## make bench-medmnist: the full MedMNIST ResNet-18 (28) recipe (BreastMNIST seeds 0-2, PneumoniaMNIST seed 0) in the background,
+## resumable (finished runs are skipped); `make bench-medmnist-summary` writes their section of benchmarks/RESULTS.md. Needs MEDMNIST_ROOT.
+bench-medmnist: venv
+	@mkdir -p runs; export OMP_NUM_THREADS=1; \
+	  nohup $(BIN)/python studies/medmnist_resnet18.py --datasets breastmnist --seeds 0 1 2 > runs/recipe-breast.log 2>&1 & echo "breastmnist: pid $$!, log runs/recipe-breast.log"; \
+	  nohup $(BIN)/python studies/medmnist_resnet18.py --datasets pneumoniamnist --seeds 0 > runs/recipe-pneumonia.log 2>&1 & echo "pneumoniamnist: pid $$!, log runs/recipe-pneumonia.log"
+
+bench-medmnist-summary: venv
+	@$(BIN)/python benchmarks/medmnist_summary.py
+
+## make gpu-check: mtlsyn's CUDA paths on a GPU machine's bare python3 (no venv): wheels from .whl/ (make gpu-wheels, here),
+## the repository on PYTHONPATH; prints a PASS/FAIL table; exits 2 at once without CUDA.
+gpu-check:
+	@if ls .whl/*.whl >/dev/null 2>&1; then python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/mtlsyn-site .whl/*.whl || exit 1; fi; \
+	  PYTHONPATH=$(CURDIR):/tmp/mtlsyn-site PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py --out runs/gpu-check.md
+
+## make gpu-wheels: download the wheels gpu-check needs (benchmarks/gpu_wheels.txt) for Python 3.12 into .whl/ (add /.whl/ to .git/info/exclude)
+gpu-wheels:
+	@mkdir -p .whl; grep -v '^#' benchmarks/gpu_wheels.txt | xargs python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl
 
 ## make docs: the Quarto site with nbdev-docs where Quarto is installed; else tools/build_docs.py renders the same
 ## pages from nbdev's processing (titles, the _quarto.yml sidebar, cell options, local links) into _docs/

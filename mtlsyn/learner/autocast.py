@@ -22,6 +22,7 @@ _DTYPES = dict(fp32=None, bf16=torch.bfloat16, fp16=torch.float16)
 
 class AutocastCallback(MixedPrecision):
     "fastai's `MixedPrecision` in `precision` ('bf16' or 'fp16', GPU only) on the model's device, around the forward pass only"
+    _name = 'mixed_precision'  # fastai's name for it: the default, `autocast`, would shadow the learner's attribute of that name
     def __init__(self, precision:str='bf16'): # 'bf16' (CPU or GPU) or 'fp16' (GPU, with a gradient scaler)
         super().__init__(AMPMode(precision)); self.precision, self.dtype, self.active = precision, _DTYPES[precision], False
     def before_fit(self):

@@ -161,7 +161,8 @@ def mtl_learner(dls:DataLoaders,           # dict-batch loaders (`mtlsyn.data.lo
         t0 = next(iter(_unwrap(model).tasks.values()))
         monitor = f'{t0.name}_{t0.metric_names[0]}' if metrics else 'valid_loss'
     all_cbs = [MTLCallback()] + ([AutocastCallback(precision)] if precision != 'fp32' else []) + selection_cbs(monitor, select_best, patience)
-    if channels_last is None: channels_last = get_device(getattr(dls, 'device', None)).type == 'cpu'
+    if channels_last is None:   # on CPU, for 2D convolutions: `torch.channels_last` has no layout for 3D ones' 5-D weights
+        channels_last = get_device(getattr(dls, 'device', None)).type == 'cpu' and not any(p.ndim == 5 for p in model.parameters())
     if channels_last: all_cbs.append(ChannelsLast())
     learn = MTLLearner(dls, model, loss_func=MTLLoss(model, w), opt_func=opt_func, lr=lr, splitter=splitter,
                        metrics=task_metrics(model) if metrics else [], cbs=all_cbs + list(cbs or []), wd=wd, **kw)
