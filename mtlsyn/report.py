@@ -216,7 +216,7 @@ def grid_factors(frame:pd.DataFrame, cfg:dict)->pd.DataFrame:
     cols = {}
     for k in (cfg.get('grid') or {}):
         ks = [x.strip() for x in str(k).split(',')]
-        if all(f'cfg_{x}' in frame for x in ks): cols['_'.join(ks)] = frame[[f'cfg_{x}' for x in ks]].astype(str).agg('/'.join, axis=1)
+        if all(f'cfg_{x}' in frame for x in ks): cols['_'.join(ks)] = frame[[f'cfg_{x}' for x in ks]].apply(lambda col: col.map(str)).agg('/'.join, axis=1)  # map(str): None -> 'None'
     return pd.DataFrame(cols, index=frame.index)
 
 def anova_grid(frame:pd.DataFrame, col:str, cfg:dict)->pd.DataFrame|None:
@@ -238,7 +238,9 @@ def _task_metrics(frame:pd.DataFrame, task:str, split:str)->list[str]:
 def delta_m(frame:pd.DataFrame, cfg:dict|None=None, split:str='test')->pd.DataFrame:
     "Δm% (LibMTL) of each multi-task setting of `frame` against the single-task settings matching it in the other grid fields"
     ok = frame[frame.status == 'ok'].copy()
-    fac = grid_factors(ok, cfg or {}); other = [c for c in fac if c != 'tasks']
+    fac = grid_factors(ok, cfg or {})
+    joint = {'_'.join(x.strip() for x in str(k).split(',')): [x.strip() for x in str(k).split(',')] for k in (cfg or {}).get('grid') or {}}
+    other = [c for c in fac if 'tasks' not in joint.get(c, [c])]  # a key sweeping tasks together with other fields is the task set
     ok['_other'] = fac[other].astype(str).agg('|'.join, axis=1) if other else ''
     means = ok.groupby('cfg_setting', sort=False).mean(numeric_only=True)
     rows = []

@@ -9,7 +9,7 @@ from mtlsyn.core import MtlsynError, indices_sha256, cache_dir
 from mtlsyn.data import medmnist as mm
 from mtlsyn.data.all import load_benchmark, benchmarks
 from mtlsyn.data.core import budget_indices
-from mtlsyn.data.medmnist import FLAGS, medmnist_info, medmnist_filename
+from mtlsyn.data.medmnist import FLAGS, FLAGS_3D, medmnist_info, medmnist_filename
 from mtlsyn.data.phantom import load_phantom, make_phantoms, phantom_info, PHANTOM_CLASSES
 from mtlsyn.data.text import class_prompts, prompt_templates, captions_for, TEMPLATES
 from mtlsyn.data.loaders import SyntheticPool, dataloaders, unlabeled_dl
@@ -68,7 +68,7 @@ def test_root_from_environment(tmp_path, monkeypatch):
     assert load_benchmark('breastmnist', budget=3, verify=False).record['labeled_per_class'] == [3, 3]
 
 def test_registry_names_every_benchmark():
-    assert set(benchmarks.names()) == set(FLAGS) | {'phantom'}
+    assert set(benchmarks.names()) == set(FLAGS) | set(FLAGS_3D) | {'phantom', 'phantom3d'}
     with pytest.raises(MtlsynError, match='choose one of'): load_benchmark('nosuchmnist')
 
 # ---------------------------------------------------------------- budgets

@@ -122,7 +122,8 @@ def test_vlm_user_errors():
     with pytest.raises(MtlsynError, match='info'): build_vlm('small-cnn', None, ('classify',))
     with pytest.raises(MtlsynError, match='text encoder'): build_vlm('small-cnn', None, ('contrastive',), info=INFO)
     with pytest.raises(MtlsynError, match='needs task'): build_vlm('small-cnn', None, ('saliency',), info=INFO)
-    with pytest.raises(MtlsynError, match='choose one of'): build_vlm('small-cnn', None, ('classify',), info=INFO, sharing='hybrid')
+    with pytest.raises(MtlsynError, match='choose one of'): build_vlm('small-cnn', None, ('classify',), info=INFO, sharing='tree')
+    with pytest.raises(MtlsynError, match='segmentation branch'): build_vlm('small-cnn', None, ('classify',), info=INFO, sharing='hybrid')
 
 # ---------------------------------------------------------------- accuracy, thresholds, the text side (issue 10)
 

@@ -14,12 +14,12 @@ import torch
 from ..core import MtlsynError, atomic_write, get_device  # first: mtlsyn's package init quiets fastai's torch.jit warning before fastai loads
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
-from .core import Subset, BenchmarkInfo, LowResourceSplit
+from .core import Subset, BenchmarkInfo, LowResourceSplit, budget_indices
 from .text import captions_for, caption_options, captions_kind, paraphrase_templates
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['SyntheticPool', 'image_stats', 'DictDataLoader', 'unlabeled_dl', 'dataloaders']
+__all__ = ['SyntheticPool', 'image_stats', 'DictDataLoader', 'unlabeled_dl', 'keep_fractions', 'dataloaders']
 
 # %% ../../nbs/01d_data.loaders.ipynb #b3deee18
 @dataclass
@@ -79,17 +79,19 @@ class SyntheticPool:
 
 # %% ../../nbs/01d_data.loaders.ipynb #0a663425
 def image_stats(images:np.ndarray, max_n:int=10000)->dict:
-    "Per-channel `mean` and `std` (in [0,1] units) of uint8 `images` (N,H,W,C), from at most `max_n` evenly spaced images"
+    "Per-channel `mean` and `std` (in [0,1] units) of uint8 `images` (N,H,W,C) or volumes (N,D,H,W,C), from at most `max_n` evenly spaced images"
     idx = np.linspace(0, len(images) - 1, min(len(images), max_n)).astype(int)
     x = images[idx].astype(np.float32)/255
-    return dict(mean=x.mean((0, 1, 2)).tolist(), std=np.maximum(x.std((0, 1, 2)), 1e-3).tolist())
+    return dict(mean=x.mean(ax := tuple(range(x.ndim - 1))).tolist(), std=np.maximum(x.std(ax), 1e-3).tolist())
 
 # %% ../../nbs/01d_data.loaders.ipynb #6f14ca7d
 class _Source:
     "The arrays one loader draws from: a real subset and, optionally, `n_syn` draws per epoch from a pool"
     def __init__(self, sub:Subset, info:BenchmarkInfo, stats:dict, template=0, pool:SyntheticPool|None=None,
-                 n_syn:int=0, seed:int=0, unlabeled:bool=False, captions:str='report', prompts:int=1):
+                 n_syn:int=0, seed:int=0, unlabeled:bool=False, captions:str='report', prompts:int=1,
+                 label_keep:np.ndarray|None=None, mask_keep:np.ndarray|None=None):
         self.sub, self.info, self.stats, self.pool, self.n_syn, self.unlabeled = sub, info, stats, pool, n_syn, unlabeled
+        self.label_keep, self.mask_keep = label_keep, mask_keep   # (n_real,) bool: which real images keep their label / mask
         self.n_real = 0 if sub is None else len(sub)
         self.rng = np.random.default_rng(seed)
         self.options, self.text_rng = None, np.random.default_rng([seed, 2])   # paraphrases: their own stream
@@ -99,7 +101,8 @@ class _Source:
             self.options = caption_options(sub, info, template, captions, prompts)
             self.captions = [o[0] for o in self.options]
         else: self.captions = captions_for(sub, info, template, captions)
-        self.mean = torch.tensor(stats['mean']).view(1, -1, 1, 1); self.std = torch.tensor(stats['std']).view(1, -1, 1, 1)
+        sp = (1,)*(sub.images.ndim - 2 if sub is not None else pool.images.ndim - 2)   # spatial axes: 2, or 3 for volumes
+        self.mean = torch.tensor(stats['mean']).view(1, -1, *sp); self.std = torch.tensor(stats['std']).view(1, -1, *sp)
         if pool is not None and n_syn:
             ref = sub.images if sub is not None and len(sub) else None
             if ref is not None and pool.images.shape[1:] != ref.shape[1:]:
@@ -135,6 +138,14 @@ def texts(self:_Source, ri)->list[str]:
     "The captions of real items `ri`: one of each image's paraphrases, drawn anew each time, when there are several"
     if self.options is None: return [self.captions[i] for i in ri]
     return [o[self.text_rng.integers(len(o))] if len(o) > 1 else o[0] for o in (self.options[i] for i in ri)]
+@patch
+def _kept_labels(self:_Source, ri):
+    "Labels and targets of real items `ri`: -1 and a zero target where `label_keep` drops the label"
+    lab = self.sub.labels[ri]
+    if self.label_keep is None: return lab, self._targets(lab)
+    keep = self.label_keep[ri]
+    lab = lab.copy(); lab[~keep] = -1
+    return lab, self._targets(lab)
 
 # %% ../../nbs/01d_data.loaders.ipynb #9b58c703
 @patch
@@ -148,10 +159,11 @@ def batch(self:_Source, idxs)->dict:
         if self.unlabeled:
             lab = np.full((len(ri), info.n_classes), -1, np.float32) if info.multi_label else np.full(len(ri), -1, np.int64)
             tgt = torch.zeros(len(ri), info.n_classes)
-        else: lab = s.labels[ri]; tgt = self._targets(lab)
+        else: lab, tgt = self._kept_labels(ri)
+        hm = np.full(len(ri), s.masks is not None) & (True if self.mask_keep is None else self.mask_keep[ri])
         parts.append(dict(image=s.images[ri], label=lab, target=tgt, text=self.texts(ri),
-                          mask=None if s.masks is None else s.masks[ri], has_mask=s.masks is not None,
-                          syn=False, index=ri))
+                          mask=None if s.masks is None else s.masks[ri]*hm.reshape(-1, *(1,)*(s.masks.ndim - 1)).astype(s.masks.dtype),
+                          has_mask=hm, syn=False, index=ri))
     if len(si):
         p = self.pool
         if info.multi_label: lab, tgt = p.labels[si].astype(np.float32), self._targets(p.labels[si])
@@ -161,16 +173,17 @@ def batch(self:_Source, idxs)->dict:
         parts.append(dict(image=p.images[si], label=lab, target=tgt, text=[p.captions[i] for i in si],
                           mask=None if p.masks is None else p.masks[si], has_mask=p.masks is not None,
                           syn=True, index=si))
-    x = torch.from_numpy(np.concatenate([q['image'] for q in parts])).permute(0, 3, 1, 2).float().div_(255)
+    x = torch.from_numpy(np.concatenate([q['image'] for q in parts])).movedim(-1, 1).float().div_(255)
     b = dict(image=(x - self.mean)/self.std,
              label=torch.as_tensor(np.concatenate([np.asarray(q['label']) for q in parts])),
              target=torch.cat([q['target'] for q in parts]),
              text=sum((q['text'] for q in parts), []))
     if info.mask_names:
-        K, (H, W) = len(info.mask_names), x.shape[-2:]
+        K = len(info.mask_names)
         b['mask'] = torch.cat([torch.as_tensor(q['mask'], dtype=torch.float32) if q['mask'] is not None
-                               else torch.zeros(len(q['index']), K, H, W) for q in parts])
-        b['has_mask'] = torch.tensor(sum(([q['has_mask']]*len(q['index']) for q in parts), []))
+                               else torch.zeros(len(q['index']), K, *x.shape[2:]) for q in parts])
+        b['has_mask'] = torch.from_numpy(np.concatenate([np.broadcast_to(np.asarray(q['has_mask'], bool), len(q['index'])) for q in parts]))
+    b['has_label'] = (b['label'].reshape(len(b['label']), -1) >= 0).all(1)
     b['is_synthetic'] = torch.tensor(sum(([q['syn']]*len(q['index']) for q in parts), []))
     b['index'] = torch.as_tensor(np.concatenate([q['index'] for q in parts]), dtype=torch.int64)
     return b
@@ -224,6 +237,28 @@ def unlabeled_dl(split:LowResourceSplit, # the benchmark split
     stats = stats or image_stats(np.concatenate([split.labeled.images[:5000], split.unlabeled.images[:5000]]))
     return _dl(_Source(split.unlabeled, split.info, stats, seed=seed, unlabeled=True), bs, True, get_device(device), num_workers, **kw)
 
+# %% ../../nbs/01d_data.loaders.ipynb #6e961540
+def keep_fractions(split:LowResourceSplit, # the benchmark split
+                   label_fraction:float=1., # share of `split.labeled` that keeps its label
+                   mask_fraction:float=1.,  # share of `split.labeled` that keeps its masks
+                   seed:int=0)->tuple:
+    "Boolean (n_labeled,) arrays of the labeled images that keep their label (stratified) and their masks, or None for 'all'"
+    n, info, out = len(split.labeled), split.info, []
+    for what, f in (('label_fraction', label_fraction), ('mask_fraction', mask_fraction)):
+        if isinstance(f, bool) or not isinstance(f, (int, float, np.integer, np.floating)) or not 0 < f <= 1:
+            raise MtlsynError(f"{what} {f!r} must be a number in (0, 1]: the share of labeled images that keep their {what[:-9]}s")
+    if label_fraction < 1:
+        if info.multi_label: raise MtlsynError("label_fraction < 1 is for single-label benchmarks: use budget to label fewer images of a multi-label one")
+        keep = np.zeros(n, bool); keep[budget_indices(split.labeled.labels, float(label_fraction), [seed, 3], info.classes)] = True
+        out.append(keep)
+    else: out.append(None)
+    if mask_fraction < 1:
+        if split.labeled.masks is None: raise MtlsynError(f"mask_fraction {mask_fraction} needs masks, and {info.name!r} has none: leave it at 1")
+        keep = np.zeros(n, bool); keep[np.random.default_rng([seed, 4]).permutation(n)[:max(1, round(mask_fraction*n))]] = True
+        out.append(keep)
+    else: out.append(None)
+    return tuple(out)
+
 # %% ../../nbs/01d_data.loaders.ipynb #d164337c
 def dataloaders(split:LowResourceSplit,      # the benchmark split
                 pool:SyntheticPool|None=None, # synthetic images to mix in
@@ -236,6 +271,8 @@ def dataloaders(split:LowResourceSplit,      # the benchmark split
                 synthetic_only:bool=False,   # train on the pool alone (e.g. synthetic pre-training)
                 captions:str='report',       # 'report': images' own reports where the benchmark has them; 'class': class prompts
                 prompts:int=1,               # paraphrased prompts per class, one drawn per training image each time
+                label_fraction:float=1.,     # share of the labeled images that keep their label (stratified, seeded)
+                mask_fraction:float=1.,      # share of the labeled images that keep their masks (seeded)
                 **kw)->DataLoaders:
     "fastai `DataLoaders` of dict batches for `split`, with `ratio` synthetic images from `pool` per real one"
     if ratio < 0: raise MtlsynError(f"ratio {ratio} must be ≥ 0")
@@ -248,11 +285,18 @@ def dataloaders(split:LowResourceSplit,      # the benchmark split
     if synthetic_only:
         train = _Source(None, info, stats, template, pool, n_syn or len(pool), seed)
         train.captions = []
-    else: train = _Source(split.labeled, info, stats, template, pool, n_syn, seed, captions=captions, prompts=prompts)
+    else:
+        lk, mk = keep_fractions(split, label_fraction, mask_fraction, seed)
+        train = _Source(split.labeled, info, stats, template, pool, n_syn, seed, captions=captions, prompts=prompts, label_keep=lk, mask_keep=mk)
     valid = _Source(split.val, info, stats, template, seed=seed + 1, captions=captions)
     dls = DataLoaders(_dl(train, bs, True, device, num_workers, **kw), _dl(valid, bs, False, device, num_workers, **kw), device=device)
     dls.test = _dl(_Source(split.test, info, stats, template, seed=seed + 2, captions=captions), bs, False, device, num_workers, **kw)
     dls.info, dls.stats, dls.n_inp, dls.split, dls.pool = info, stats, 1, split, pool
     dls.ratio, dls.template, dls.n_synthetic_per_epoch = ratio, template, len(train) - train.n_real
     dls.captions, dls.prompts, dls.captions_kind = captions, prompts, kind
+    xt = getattr(split, 'xtest', None)   # a cross-domain test set (e.g. the phantoms' `xsite`), scored as `xtest_*`
+    dls.xtest = None if xt is None else _dl(_Source(xt, info, stats, template, seed=seed + 3, captions=captions), bs, False, device, num_workers, **kw)
+    n_real = 0 if synthetic_only else len(split.labeled)
+    dls.n_with_label = n_real if synthetic_only or lk is None else int(lk.sum())
+    dls.n_with_mask = (n_real if split.labeled.masks is not None else 0) if synthetic_only or mk is None else int(mk.sum())
     return dls

@@ -1,4 +1,4 @@
-"""Low-resource splits of the twelve MedMNIST 2D datasets, loaded offline-first, checked, and named by a hash of their indices
+"""Low-resource splits of the twelve MedMNIST 2D and six 3D datasets, loaded offline-first, checked, and named by a hash of their indices
 
 Docs: https://mtlsyn.github.io/mtlsyn/data.medmnist.html.md"""
 
@@ -14,34 +14,39 @@ from ..core import MtlsynError, content_hash, cache_dir, atomic_write
 from .core import Subset, BenchmarkInfo, LowResourceSplit, parse_budget, make_split, benchmarks
 
 # %% auto #0
-__all__ = ['FLAGS', 'SIZES', 'MODALITIES', 'medmnist_info', 'medmnist_filename', 'medmnist_root', 'file_md5', 'check_md5',
-           'read_npz', 'medmnist_path', 'load_medmnist', 'file_sha256', 'write_checked', 'check_sidecar', 'cache_lock',
-           'checked_load']
+__all__ = ['FLAGS', 'SIZES', 'FLAGS_3D', 'SIZES_3D', 'MODALITIES', 'medmnist_info', 'medmnist_filename', 'medmnist_root',
+           'file_md5', 'check_md5', 'read_npz', 'medmnist_path', 'load_medmnist', 'file_sha256', 'write_checked',
+           'check_sidecar', 'cache_lock', 'checked_load']
 
 # %% ../../nbs/01a_data.medmnist.ipynb #8cf189dc
 FLAGS = ['pathmnist', 'chestmnist', 'dermamnist', 'octmnist', 'pneumoniamnist', 'retinamnist',
          'breastmnist', 'bloodmnist', 'tissuemnist', 'organamnist', 'organcmnist', 'organsmnist']
 SIZES = (28, 64, 128, 224)
+FLAGS_3D = ['organmnist3d', 'nodulemnist3d', 'adrenalmnist3d', 'fracturemnist3d', 'vesselmnist3d', 'synapsemnist3d']
+SIZES_3D = (28, 64)
 MODALITIES = dict(pathmnist='colon pathology', chestmnist='chest x-ray', dermamnist='dermatoscope image',
     octmnist='retinal OCT', pneumoniamnist='chest x-ray', retinamnist='fundus camera image',
     breastmnist='breast ultrasound', bloodmnist='blood cell microscope image', tissuemnist='kidney cortex microscope image',
-    organamnist='abdominal CT (axial)', organcmnist='abdominal CT (coronal)', organsmnist='abdominal CT (sagittal)')
+    organamnist='abdominal CT (axial)', organcmnist='abdominal CT (coronal)', organsmnist='abdominal CT (sagittal)',
+    organmnist3d='abdominal CT volume', nodulemnist3d='chest CT volume', adrenalmnist3d='adrenal gland shape volume',
+    fracturemnist3d='chest CT volume', vesselmnist3d='brain vessel shape volume', synapsemnist3d='electron microscope volume')
 
 def _info(flag:str)->dict:
     from medmnist import INFO
-    if flag not in FLAGS:
-        raise MtlsynError(f"unknown dataset {flag!r}: choose one of phantom, {', '.join(FLAGS)}")
+    if flag not in FLAGS + FLAGS_3D:
+        raise MtlsynError(f"unknown dataset {flag!r}: choose one of phantom, phantom3d, {', '.join(FLAGS + FLAGS_3D)}")
     return INFO[flag]
 
 def medmnist_info(flag:str, size:int=28)->BenchmarkInfo:
-    "The `BenchmarkInfo` of MedMNIST dataset `flag` at `size`, from `medmnist.INFO`"
-    if size not in SIZES: raise MtlsynError(f"size {size} is not a MedMNIST size: choose one of {', '.join(map(str, SIZES))}")
+    "The `BenchmarkInfo` of MedMNIST dataset `flag` (2D or 3D) at `size`, from `medmnist.INFO`"
+    sizes = SIZES_3D if flag in FLAGS_3D else SIZES
+    if size not in sizes: raise MtlsynError(f"size {size} is not a MedMNIST{' 3D' if flag in FLAGS_3D else ''} size: choose one of {', '.join(map(str, sizes))}")
     i = _info(flag)
     return BenchmarkInfo(flag, size, i['task'], [i['label'][str(k)] for k in range(len(i['label']))],
                          i['n_channels'], modality=MODALITIES[flag])
 
 def medmnist_filename(flag:str, size:int=28)->str:
-    "The file name medmnist uses for `flag` at `size` (`pneumoniamnist.npz`, `pneumoniamnist_64.npz`)"
+    "The file name medmnist uses for `flag` at `size` (`pneumoniamnist.npz`, `organmnist3d_64.npz`)"
     return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
 
 def medmnist_root(root:str|Path|None=None)->Path:
@@ -98,7 +103,7 @@ def read_npz(path:str|Path, info:BenchmarkInfo)->dict[str, np.ndarray]:
     S, C = info.size, info.n_channels
     for s in ('train', 'val', 'test'):
         x, y = d[f'{s}_images'], d[f'{s}_labels']
-        want = (S, S) if C == 1 else (S, S, 3)
+        want = (S, S, S) if info.name in FLAGS_3D else (S, S) if C == 1 else (S, S, 3)
         if x.dtype != np.uint8 or x.ndim != 1 + len(want) or x.shape[1:] != want:
             raise MtlsynError(f"{path}: {s}_images is {x.dtype} {x.shape}, expected uint8 (N,{','.join(map(str, want))}) for {info.name} at size {S}")
         if y.ndim != 2 or len(y) != len(x) or y.shape[1] != (info.n_classes if info.multi_label else 1):
@@ -135,8 +140,8 @@ def medmnist_path(flag:str, size:int=28, root:str|Path|None=None, download:bool=
     return path
 
 # %% ../../nbs/01a_data.medmnist.ipynb #c52eaa2e
-def load_medmnist(flag:str,            # one of the 12 MedMNIST 2D datasets
-                  size:int=28,         # 28, 64, 128 or 224
+def load_medmnist(flag:str,            # one of the 12 MedMNIST 2D or 6 3D datasets
+                  size:int=28,         # 28, 64, 128 or 224 (3D: 28 or 64)
                   budget:str|float|int='all', # fraction, images per class, or 'all'
                   seed:int=0,          # seed of the budget
                   root:str|Path|None=None, # folder of the npz files (else MEDMNIST_ROOT, else ~/.medmnist)
@@ -150,10 +155,10 @@ def load_medmnist(flag:str,            # one of the 12 MedMNIST 2D datasets
     i = _info(flag)
     md5 = i['MD5' if size == 28 else f'MD5_{size}']
     if verify: check_md5(path, md5)
-    d = read_npz(path, info)
+    d, C = read_npz(path, info), info.n_channels
     def _sub(s):
         x, y = d[f'{s}_images'], d[f'{s}_labels']
-        if x.ndim == 3: x = x[..., None]
+        if C == 1: x = x[..., None]   # grey (N,H,W) and volumes (N,D,H,W) get a channel axis
         y = y.astype(np.float32) if info.multi_label else y[:, 0].astype(np.int64)
         return Subset(x, y, indices=np.arange(len(x), dtype=np.int64))
     return make_split(info, _sub('train'), _sub('val'), _sub('test'), budget, seed,
@@ -167,7 +172,7 @@ def _medmnist_loader(flag):
     _load.__name__ = flag
     return _load
 
-for _f in FLAGS: benchmarks.register(_medmnist_loader(_f), name=_f)
+for _f in FLAGS + FLAGS_3D: benchmarks.register(_medmnist_loader(_f), name=_f)
 
 # %% ../../nbs/01a_data.medmnist.ipynb #3f1a9c04
 def file_sha256(path:str|Path, chunk:int=1<<20)->str:

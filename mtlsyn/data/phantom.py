@@ -12,9 +12,9 @@ from .core import Subset, BenchmarkInfo, LowResourceSplit, make_split, benchmark
 from .medmnist import checked_load
 
 # %% auto #0
-__all__ = ['PHANTOM_CLASSES', 'PHANTOM_MASKS', 'PHANTOM_VERSION', 'DEFAULT_DIFFICULTY', 'phantom_info', 'difficulty_settings',
-           'phantom_params', 'render_phantoms', 'phantom_report', 'make_phantoms', 'show_phantoms', 'phantom_splits',
-           'z_hash', 'load_phantom']
+__all__ = ['PHANTOM_CLASSES', 'PHANTOM_MASKS', 'PHANTOM_VERSION', 'DEFAULT_DIFFICULTY', 'SITES', 'phantom_info',
+           'difficulty_settings', 'phantom_params', 'render_phantoms', 'phantom_site', 'phantom_report',
+           'make_phantoms', 'show_phantoms', 'phantom_splits', 'z_hash', 'load_phantom']
 
 # %% ../../nbs/01b_data.phantom.ipynb #d2ce43bc
 PHANTOM_CLASSES = ['normal', 'consolidation', 'nodule', 'effusion']
@@ -61,19 +61,20 @@ def _soft(r, w):
 def _ell(X, Y, cx, cy, rx, ry):
     return np.sqrt(((X - cx)/rx)**2 + ((Y - cy)/ry)**2)
 
-def render_phantoms(p:dict, size:int=64)->tuple[np.ndarray, np.ndarray]:
-    "Images uint8 (N,size,size,1) and masks uint8 (N,2,size,size) drawn from parameters `p`"
+def render_phantoms(p:dict, size:int=64, site:dict|None=None)->tuple[np.ndarray, np.ndarray]:
+    "Images uint8 (N,size,size,1) and masks uint8 (N,2,size,size) drawn from parameters `p`, acquired at `site` (`phantom_site`)"
+    site = site or SITES['A']
     c = lambda k: p[k][:, None, None]
     t = np.linspace(-1, 1, size)
     X, Y = t[None, None, :], t[None, :, None]
     px = 2/size                                            # one pixel in our units
-    s, dx, dy = c('scale'), c('dx'), c('dy')
+    s, dx, dy = c('scale')/site['fov'], c('dx')/site['fov'], c('dy')/site['fov']   # a wider field of view: smaller anatomy
     body = _soft(_ell(X, Y, dx, 0.10 + dy, 0.86*s, 1.02*s), 0.7*px)
     img = 0.04 + c('body')*body
     # ribs: curved bands, brighter, inside the body
     ribs = 0
     for k in range(7):
-        yk = -0.62 + 0.19*k + c('rib_phase') + 0.35*(X - dx)**2
+        yk = -0.62 + 0.19*site['rib_spacing']*k + c('rib_phase') + 0.35*(X - dx)**2
         ribs = ribs + np.exp(-((Y - yk*s - dy)/(0.028 + px))**2)
     img = img + 0.07*ribs*body
     # lungs (index 0: image left = patient's right)
@@ -92,7 +93,7 @@ def render_phantoms(p:dict, size:int=64)->tuple[np.ndarray, np.ndarray]:
     cx = np.where(side == 0, lcx[0][:, 0, 0], lcx[1][:, 0, 0])[:, None, None] + c('lx')*lw
     cy = lcy + (np.array([-0.5, 0.05, 0.5])[p['zone']])[:, None, None]*lh
     side_lung = np.where(side[:, None, None] == 0, lungs[0], lungs[1])
-    sc = c('scale')*c('lr')*c('lsize')
+    sc = s*c('lr')*c('lsize')
     # consolidation: a large, irregular, fuzzy opacity
     ang = np.arctan2(Y - cy, X - cx)
     rc = 0.24*sc*(1 + 0.22*np.cos(3*ang + c('lphase')))
@@ -111,9 +112,45 @@ def render_phantoms(p:dict, size:int=64)->tuple[np.ndarray, np.ndarray]:
     # noise, seeded per image
     noise = np.stack([np.random.default_rng(int(q)).standard_normal((size, size)) for q in p['noise_seed']])
     img = img + c('noise')*noise
+    img = _acquire(img, p, site)
     images = (np.clip(img, 0, 1)*255 + 0.5).astype(np.uint8)[..., None]
     masks = np.stack([lung_field > 0.5, les > 0.5], 1).astype(np.uint8)
     return images, masks
+
+# %% ../../nbs/01b_data.phantom.ipynb #7cc51837
+SITES = dict(A=dict(contrast=1.0, noise=0.0, blur=0.0, fov=1.0, rib_spacing=1.0),
+             B=dict(contrast=0.6, noise=0.05, blur=0.7, fov=1.25, rib_spacing=1.2))
+_SITE_RANGES = dict(contrast=(0, None), noise=(0, None), blur=(0, None), fov=(0, None), rib_spacing=(0, None))
+
+def phantom_site(site:str|dict|None='A' # 'A', 'B', or a dict of `contrast`, `noise`, `blur`, `fov`, `rib_spacing`
+                )->dict:
+    "The five acquisition parameters of `site`: global contrast factor, added noise std, blur sigma (px), field-of-view factor, rib-spacing factor"
+    if site is None: site = 'A'
+    if isinstance(site, str):
+        if site not in SITES: raise MtlsynError(f"phantom site {site!r} is unknown: choose one of {', '.join(SITES)} or give a dict of {', '.join(SITES['A'])}")
+        return dict(SITES[site])
+    if not isinstance(site, dict): raise MtlsynError(f"phantom site {site!r} must be 'A', 'B' or a dict of {', '.join(SITES['A'])}")
+    bad = [k for k in site if k not in SITES['A']]
+    if bad: raise MtlsynError(f"phantom site has no parameter {bad[0]!r}: choose from {', '.join(SITES['A'])}")
+    out = {**SITES['A'], **site}
+    for k, v in out.items():
+        lo = _SITE_RANGES[k][0]
+        ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
+        if not ok or v < lo or (v == lo and k in ('contrast', 'fov', 'rib_spacing')):
+            raise MtlsynError(f"phantom site {k}={v!r} is out of range: give a finite number {'> 0' if k in ('contrast', 'fov', 'rib_spacing') else '≥ 0'}")
+        out[k] = float(v)
+    return out
+
+def _acquire(img:np.ndarray, p:dict, site:dict)->np.ndarray:
+    "`img` (N,H,W) through `site`'s contrast (about each image's mean), blur and extra noise (its own per-image stream)"
+    if site['contrast'] != 1:
+        m = img.mean((1, 2), keepdims=True); img = m + site['contrast']*(img - m)
+    if site['blur'] > 0:
+        from scipy.ndimage import gaussian_filter
+        img = gaussian_filter(img, sigma=(0, site['blur'], site['blur']))
+    if site['noise'] > 0:
+        img = img + site['noise']*np.stack([np.random.default_rng([int(q), 1]).standard_normal(img.shape[1:]) for q in p['noise_seed']])
+    return img
 
 # %% ../../nbs/01b_data.phantom.ipynb #ee285737
 _SIDE, _ZONE = ['Right', 'Left'], ['upper', 'middle', 'lower']
@@ -134,16 +171,17 @@ def make_phantoms(n:int,                   # number of images (classes balanced,
                   size:int=64,             # 28, 64 or 128 pixels
                   seed:int|list=0,         # seed (or seed sequence) of `np.random.default_rng`
                   difficulty:float=DEFAULT_DIFFICULTY, # 0 (easiest) .. 1 (hardest)
-                  chunk:int=512            # images drawn at once (bounds memory)
+                  chunk:int=512,           # images drawn at once (bounds memory)
+                  site:str|dict='A'        # acquisition site: 'A', 'B' or a dict (`phantom_site`)
                  )->Subset:
     "`n` class-balanced phantom images at `size` with labels, lung/lesion masks and reports, from `seed`"
     if size not in (28, 64, 128): raise MtlsynError(f"phantom size {size} is not supported: choose 28, 64 or 128")
-    rng = np.random.default_rng(seed)
+    rng, site = np.random.default_rng(seed), phantom_site(site)
     labels = rng.permutation(np.arange(n) % len(PHANTOM_CLASSES))
     p = phantom_params(labels, rng, difficulty)
     ims, mks = [], []
     for a in range(0, n, chunk):
-        im, mk = render_phantoms({k: v[a:a+chunk] for k, v in p.items()}, size)
+        im, mk = render_phantoms({k: v[a:a+chunk] for k, v in p.items()}, size, site)
         ims.append(im); mks.append(mk)
     images = np.concatenate(ims) if ims else np.zeros((0, size, size, 1), np.uint8)
     masks = np.concatenate(mks) if mks else np.zeros((0, 2, size, size), np.uint8)
@@ -170,9 +208,10 @@ def show_phantoms(sub:Subset, n_per_class:int=4, classes:list[str]=PHANTOM_CLASS
     return fig
 
 # %% ../../nbs/01b_data.phantom.ipynb #9e75e853
-def _phantom_cache(size, difficulty, n_train, n_val, n_test, data_seed):
+def _phantom_cache(size, difficulty, n_train, n_val, n_test, data_seed, site='A'):
     cfg = dict(v=PHANTOM_VERSION, size=size, difficulty=float(difficulty), settings=difficulty_settings(difficulty),
                n=[n_train, n_val, n_test], data_seed=data_seed)
+    if (s := phantom_site(site)) != SITES['A']: cfg['site'] = s   # site A keeps its old cache name and source hash
     return cache_dir('phantoms')/f"phantom_{size}_{content_hash(cfg, 16)}.npz", cfg
 
 def _read_phantoms(path, size:int, parts:dict)->dict[str, Subset]:
@@ -195,11 +234,11 @@ def _save_phantoms(subs:dict, path):
 
 # %% ../../nbs/01b_data.phantom.ipynb #5b0e7a11
 def phantom_splits(size:int=64, difficulty:float=DEFAULT_DIFFICULTY, n_train:int=2000, n_val:int=400,
-                   n_test:int=800, data_seed:int=0, cache:bool=True)->tuple[dict[str, Subset], str]:
-    "Train/val/test phantom subsets for these settings (cached, checked) and a content hash naming them"
-    path, cfg = _phantom_cache(size, difficulty, n_train, n_val, n_test, data_seed)
+                   n_test:int=800, data_seed:int=0, cache:bool=True, site:str|dict='A')->tuple[dict[str, Subset], str]:
+    "Train/val/test phantom subsets for these settings, acquired at `site` (cached, checked), and a content hash naming them"
+    path, cfg = _phantom_cache(size, difficulty, n_train, n_val, n_test, data_seed, site)
     parts = dict(train=n_train, val=n_val, test=n_test)
-    draw = lambda: {s: make_phantoms(m, size, [data_seed, k], difficulty) for k, (s, m) in enumerate(parts.items())}
+    draw = lambda: {s: make_phantoms(m, size, [data_seed, k], difficulty, site=site) for k, (s, m) in enumerate(parts.items())}
     subs = checked_load(path, lambda p: _read_phantoms(p, size, parts), draw, _save_phantoms, 'phantom cache') if cache else draw()
     return subs, z_hash(cfg)
 
@@ -213,12 +252,19 @@ def load_phantom(size:int=64,            # 28, 64 or 128
                  difficulty:float=DEFAULT_DIFFICULTY, # 0 (easiest) .. 1 (hardest)
                  n_train:int=2000, n_val:int=400, n_test:int=800, # split sizes
                  data_seed:int=0,        # seed of the images themselves
-                 cache:bool=True         # keep the drawn images in cache_dir('phantoms')
+                 cache:bool=True,        # keep the drawn images in cache_dir('phantoms')
+                 site:str|dict='A',      # acquisition site of train, val and test: 'A', 'B' or a dict (`phantom_site`)
+                 xsite:str|dict|None=None # site of a cross-domain test set `split.xtest` (the same patients as `test`), or None
                 )->LowResourceSplit:
-    "The phantom benchmark at `size` and `difficulty`, cut under `budget` with `seed` like a MedMNIST dataset"
-    subs, h = phantom_splits(size, difficulty, n_train, n_val, n_test, data_seed, cache)
-    return make_split(phantom_info(size), subs['train'], subs['val'], subs['test'], budget, seed, source_md5=h,
-                      difficulty=float(difficulty), data_seed=int(data_seed))
+    "The phantom benchmark at `size` and `difficulty` acquired at `site`, cut under `budget` with `seed` like a MedMNIST dataset"
+    subs, h = phantom_splits(size, difficulty, n_train, n_val, n_test, data_seed, cache, site)
+    sx = {} if xsite is None else dict(xsite=xsite, xsite_params=phantom_site(xsite))
+    split = make_split(phantom_info(size), subs['train'], subs['val'], subs['test'], budget, seed, source_md5=h,
+                       difficulty=float(difficulty), data_seed=int(data_seed), site=site, site_params=phantom_site(site), **sx)
+    if xsite is not None:
+        split.xtest = phantom_splits(size, difficulty, n_train, n_val, n_test, data_seed, cache, xsite)[0]['test']
+        split.record['n_xtest'] = len(split.xtest)
+    return split
 
 # %% ../../nbs/01b_data.phantom.ipynb #d2cffb60
 @benchmarks.register(name='phantom')

@@ -7,6 +7,7 @@ Docs: https://mtlsyn.github.io/mtlsyn/learner.semi.html.md"""
 # %% ../../nbs/05f_learner.semi.ipynb #f68a8c0a
 from __future__ import annotations
 import torch, torch.nn.functional as F
+from fastcore.basics import patch
 from fastai.callback.core import Callback
 from ..core import MtlsynError
 from ..model.tasks import Classify, Segment
@@ -99,7 +100,8 @@ def _unlabeled_losses(cb:SemiSupervised, model, ub:dict)->tuple[dict, dict]:
     return losses, conf
 
 # %% ../../nbs/05f_learner.semi.ipynb #70eb2335
-def _semi_after_loss(self:SemiSupervised):
+@patch
+def after_loss(self:SemiSupervised):
     if not self.training: return
     model = _unwrap(self.learn.model)
     losses, conf = _unlabeled_losses(self, model, self._next())
@@ -108,12 +110,11 @@ def _semi_after_loss(self:SemiSupervised):
     self.learn.loss_grad = self.learn.loss_grad + extra
     self.learn.loss = self.learn.loss_grad.detach().clone()
     self.history.append(dict(epoch=self.epoch, iter=self.train_iter, losses={k: float(v.detach()) for k, v in losses.items()}, confident=conf))
-SemiSupervised.after_loss = _semi_after_loss
 
 # %% ../../nbs/05f_learner.semi.ipynb #9bf8604a
-def _semi_record(self:SemiSupervised)->dict:
+@patch
+def record(self:SemiSupervised)->dict:
     "Run-record fields: the mean share of confident unlabeled images (pixels) per task over the last epoch"
     if not self.history: return {}
     last = [h for h in self.history if h['epoch'] == self.history[-1]['epoch']]
     return {f'semi_{k}_confident': sum(h['confident'][k] for h in last)/len(last) for k in last[0]['confident']}
-SemiSupervised.record = _semi_record

@@ -6,29 +6,39 @@ Docs: https://mtlsyn.github.io/mtlsyn/model.encoders.html.md"""
 
 # %% ../../nbs/03_model.encoders.ipynb #4a3842de
 from __future__ import annotations
-import math, functools, time
+import math, functools, time, json, hashlib
+from pathlib import Path
 import torch, torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 from fastcore.basics import patch
 from ..core import Registry, MtlsynError
 
 # %% auto #0
-__all__ = ['image_encoders', 'text_encoders', 'ImageEncoder', 'SmallCNN', 'TorchvisionResNet28', 'resnet18_28', 'resnet50_28',
-           'efficientnet_lite0_state_dict', 'TimmEncoder', 'vit_tiny', 'build_image_encoder', 'HFTextEncoder',
-           'minilm_path', 'minilm', 'build_text_encoder', 'LearnedClassText']
+__all__ = ['image_encoders', 'FINETUNES', 'text_encoders', 'ImageEncoder', 'SmallCNN', 'TorchvisionResNet28', 'resnet18_28',
+           'resnet50_28', 'efficientnet_lite0_state_dict', 'TimmEncoder', 'vit_tiny', 'build_image_encoder',
+           'parse_finetune', 'apply_finetune', 'save_encoder', 'encoder_file_metadata', 'read_encoder_provenance',
+           'load_encoder_weights', 'prepare_encoder', 'HFTextEncoder', 'minilm_path', 'minilm', 'build_text_encoder',
+           'LearnedClassText']
 
 # %% ../../nbs/03_model.encoders.ipynb #a8970793
 image_encoders = Registry('image encoder')
 
 class ImageEncoder(nn.Module):
     "Base of image encoders: `body` gives the shared feature map, `pool` the `(B,out_dim)` vector"
-    out_dim:int; fmap_dim:int
+    out_dim:int; fmap_dim:int; chained:bool = False   # chained: `body` is its `blocks` applied in order
     def body(self, x):
         "The shared feature map of images `x` (each encoder defines it)"
         raise NotImplementedError
     def pool(self, fmap):
         "The `(B,out_dim)` vector of `fmap`: its spatial mean, unless the encoder pools otherwise"
         return fmap.mean((2,3))
+    def blocks(self)->list:
+        "The encoder's blocks, input to output: `partial:<k>` fine-tuning trains the last k, cross-stitch units sit between them"
+        raise MtlsynError(f"{type(self).__name__} does not list its blocks: use finetune 'full' or 'frozen' and sharing 'parallel' or 'cascaded'")
+    def train(self, mode:bool=True):
+        super().train(mode)
+        for m in getattr(self, 'frozen_modules', ()): nn.Module.train(m, False)   # frozen blocks keep their batch-norm statistics
+        return self
     def forward(self, x):
         fmap = self.body(x)
         return dict(feat=self.pool(fmap), fmap=fmap, shared=fmap)
@@ -44,7 +54,9 @@ class SmallCNN(ImageEncoder):
         if pretrained: raise MtlsynError("small-cnn has no pretrained weights: pass pretrained=False")
         self.net = nn.Sequential(_cbr(in_chans, width), _cbr(width, width, 2), _cbr(width, 2*width, 2), _cbr(2*width, 4*width, 2))
         self.out_dim = self.fmap_dim = 4*width
+    chained = True
     def body(self, x): return self.net(x)
+    def blocks(self): return list(self.net)
 
 # %% ../../nbs/03_model.encoders.ipynb #1d946f11
 class TorchvisionResNet28(ImageEncoder):
@@ -58,7 +70,9 @@ class TorchvisionResNet28(ImageEncoder):
         self.stem = nn.Sequential(m.conv1, m.bn1, m.relu)
         self.layers = nn.Sequential(m.layer1, m.layer2, m.layer3, m.layer4)
         self.out_dim = self.fmap_dim = m.fc.in_features
+    chained = True
     def body(self, x): return self.layers(self.stem(x))
+    def blocks(self): return [self.stem, *self.layers]
 
 @image_encoders.register(name='resnet18-28')
 def resnet18_28(in_chans:int=1, pretrained:bool=False, **kw):
@@ -111,6 +125,12 @@ class TimmEncoder(ImageEncoder):
         self.m, self.out_dim, self.n_prefix = m, m.num_features, getattr(m, 'num_prefix_tokens', 0)
         self.fmap_dim = self.out_dim
     def body(self, x): return self.m.forward_features(x)
+    def blocks(self):
+        "What comes before timm's `blocks`, each block, and what comes after (head convolution, norms)"
+        ch = dict(self.m.named_children())
+        if 'blocks' not in ch: raise MtlsynError(f"timm model {type(self.m).__name__} has no `blocks`: use finetune 'full' or 'frozen'")
+        i = list(ch).index('blocks')
+        return [nn.ModuleList(list(ch.values())[:i]), *self.m.blocks, nn.ModuleList(list(ch.values())[i+1:])]
     def pool(self, shared): return self.m.forward_head(shared, pre_logits=True)
     def spatial(self, shared):
         "`shared` as a (B,C,h,w) map: token outputs lose their prefix tokens and are reshaped"
@@ -130,13 +150,100 @@ def vit_tiny(in_chans:int=1, pretrained:bool=False, img_size:int=28, patch_size:
                        depth=depth, global_pool='avg', class_token=False, **kw)
 
 # %% ../../nbs/03_model.encoders.ipynb #4c8c0ae3
-def build_image_encoder(name:str='small-cnn', # a registered name (`image_encoders.names()`) or `timm:<timm model name>`
+def build_image_encoder(name:str='small-cnn', # a registered name (`image_encoders.names()`), `timm:<timm model name>` or `openclip:<checkpoint>`
                         in_chans:int=1,        # 1 (grey) or 3 (RGB) input channels
                         pretrained:bool=False, # load weights found on this machine (no download)
                         **kw)->ImageEncoder:
     "The image encoder `name` for `in_chans` images, with local `pretrained` weights if asked"
-    if name.startswith('timm:'): return TimmEncoder(name[5:], in_chans=in_chans, pretrained=pretrained, **kw)
-    return image_encoders.build(name, in_chans=in_chans, pretrained=pretrained, **kw)
+    pre, _, spec = name.partition(':')
+    if name.startswith('timm:'): enc = TimmEncoder(name[5:], in_chans=in_chans, pretrained=pretrained, **kw)
+    elif spec and pre in image_encoders and getattr(image_encoders[pre], 'takes_spec', False):   # '<prefix>:<spec>', e.g. openclip:<folder>
+        enc = image_encoders[pre](spec, in_chans=in_chans, pretrained=pretrained, **kw)
+    else: enc = image_encoders.build(name, in_chans=in_chans, pretrained=pretrained, **kw)
+    enc.spec, enc.in_chans = name, in_chans   # what a saved encoder's file names, to refuse loading it into another
+    return enc
+
+# %% ../../nbs/03_model.encoders.ipynb #f3fb92ae
+FINETUNES = "'full', 'frozen' or 'partial:<k>' (the last k blocks trainable, k ≥ 1)"
+
+def parse_finetune(finetune:str # 'full', 'frozen' or 'partial:<k>'
+                  )->tuple:
+    "`finetune` as `(kind, k)`: `('full', None)`, `('frozen', None)` or `('partial', k)`; `MtlsynError` otherwise"
+    s = finetune.strip() if isinstance(finetune, str) else None
+    if s in ('full', 'frozen'): return s, None
+    if s and s.startswith('partial:') and s[8:].isdigit() and int(s[8:]) >= 1: return 'partial', int(s[8:])
+    raise MtlsynError(f"finetune must be {FINETUNES}, e.g. finetune: partial:2 (got {finetune!r})")
+
+def apply_finetune(encoder:ImageEncoder, # the image encoder to freeze in whole or in part
+                   finetune:str='full'   # 'full', 'frozen' or 'partial:<k>'
+                  )->ImageEncoder:
+    "Freeze `encoder` as `finetune` says: nothing (`full`), everything (`frozen`), or all but its last k `blocks` (`partial:<k>`)"
+    kind, k = parse_finetune(finetune)
+    encoder.requires_grad_(kind == 'full')
+    frozen = [] if kind == 'full' else [encoder]
+    if kind == 'partial':
+        bs = encoder.blocks()
+        if k > len(bs): raise MtlsynError(f"finetune partial:{k}: {type(encoder).__name__} has {len(bs)} blocks: choose k ≤ {len(bs)}")
+        for b in bs[-k:]: b.requires_grad_(True)
+        frozen = bs[:-k]
+    encoder.frozen_modules, encoder.finetune = frozen, finetune
+    return encoder.train(encoder.training)
+
+# %% ../../nbs/03_model.encoders.ipynb #3e109048
+def _encoder_of(m): return m.image_encoder if hasattr(m, 'image_encoder') else m
+
+def save_encoder(model_or_encoder:nn.Module, # a `MultiTaskVLM` (its `image_encoder` is saved) or an `ImageEncoder`
+                 path:str|Path,              # where to write: a `.safetensors` file
+                 provenance:dict             # JSON-serialisable facts of how the weights were made
+                )->Path:
+    "Save the image encoder of `model_or_encoder` to the safetensors file `path`, with `provenance` (JSON) in its metadata"
+    from safetensors.torch import save_file
+    enc, path = _encoder_of(model_or_encoder), Path(path)
+    if path.suffix != '.safetensors': raise MtlsynError(f"save_encoder writes safetensors only: give a path ending in .safetensors (got {path.name})")
+    try: prov = json.dumps(provenance, sort_keys=True)
+    except TypeError as e: raise MtlsynError(f"provenance must be JSON-serialisable (text, numbers, lists, dicts): {e}") from None
+    meta = {'format': 'mtlsyn-encoder/1', 'mtlsyn_provenance': prov, 'image_encoder': str(getattr(enc, 'spec', type(enc).__name__)),
+            'in_chans': str(getattr(enc, 'in_chans', ''))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().clone().contiguous() for k, v in enc.state_dict().items()}, str(path), metadata=meta)
+    return path
+
+# %% ../../nbs/03_model.encoders.ipynb #a432ec8b
+def _safetensors_path(path)->Path:
+    p = Path(path)
+    if p.suffix != '.safetensors': raise MtlsynError(f"image_encoder_weights must be a .safetensors file (got {p.name}): save one with mtlsyn.model.encoders.save_encoder")
+    if not p.is_file(): raise MtlsynError(f"image_encoder_weights {str(p)!r} does not exist: give the path of a file saved by save_encoder")
+    return p
+
+def encoder_file_metadata(path:str|Path)->dict:
+    "The safetensors metadata of the encoder file `path` (`mtlsyn_provenance` is a JSON string)"
+    from safetensors import safe_open
+    with safe_open(str(_safetensors_path(path)), 'pt') as f: return dict(f.metadata() or {})
+
+def read_encoder_provenance(path:str|Path)->dict:
+    "The provenance dict saved with the encoder file `path` (empty when it has none)"
+    return json.loads(encoder_file_metadata(path).get('mtlsyn_provenance') or '{}')
+
+def load_encoder_weights(encoder:ImageEncoder, # an encoder of the architecture the file was saved from
+                         path:str|Path         # a `.safetensors` file written by `save_encoder`
+                        )->dict:
+    "Load the weights at `path` into `encoder` (strictly); its `provenance` and the file's `sha256`"
+    from safetensors.torch import load_file
+    p, meta = _safetensors_path(path), encoder_file_metadata(path)
+    want, have = meta.get('image_encoder'), getattr(encoder, 'spec', None)
+    if want and have and want != have: raise MtlsynError(f"{p.name} holds a {want} encoder, not {have}: set image_encoder: {want}")
+    try: encoder.load_state_dict(load_file(str(p)), strict=True)
+    except RuntimeError as e: raise MtlsynError(f"{p.name} does not fit this {have or type(encoder).__name__} encoder (in_chans {getattr(encoder, 'in_chans', '?')}, file {meta.get('in_chans', '?')}): {str(e).splitlines()[0]}") from None
+    return dict(provenance=json.loads(meta.get('mtlsyn_provenance') or '{}'), sha256=hashlib.sha256(p.read_bytes()).hexdigest())
+
+def prepare_encoder(encoder:ImageEncoder,         # the image encoder, freshly built
+                    weights:str|Path|None=None,   # a `.safetensors` file from `save_encoder`, or None
+                    finetune:str='full'           # 'full', 'frozen' or 'partial:<k>'
+                   )->dict|None:
+    "Load `weights` into `encoder` when given, then freeze it as `finetune` says; the weights' `provenance` and `sha256` (None without)"
+    src = load_encoder_weights(encoder, weights) if weights is not None else None
+    if finetune != 'full' or src is not None: apply_finetune(encoder, finetune)
+    return src
 
 # %% ../../nbs/03_model.encoders.ipynb #b4eee7ba
 text_encoders = Registry('text encoder')
@@ -231,12 +338,14 @@ def minilm(mode:str='frozen', **kw):
     "all-MiniLM-L6-v2 (384-d sentence embeddings), offline"
     return HFTextEncoder(minilm_path(), mode=mode, **kw)
 
-def build_text_encoder(name:str='minilm', # 'minilm', another registered name, or 'hf:<id or local path>'
+def build_text_encoder(name:str='minilm', # 'minilm', another registered name, 'hf:<id or local path>' or 'openclip:<checkpoint>'
                        mode:str='frozen',  # 'frozen' (cached), 'finetune' or 'partial'
                        info=None,          # the benchmark's `BenchmarkInfo`, for encoders that need its classes ('learned')
                        **kw)->nn.Module:
     "The text encoder `name` in `mode`; `hf:<id or path>` loads any local/cached Hugging Face encoder"
     if name.startswith('hf:'): return HFTextEncoder(name[3:], mode=mode, **kw)
+    pre, _, spec = name.partition(':')
+    if spec and pre in text_encoders and getattr(text_encoders[pre], 'takes_spec', False): return text_encoders[pre](spec, mode=mode, **kw)  # e.g. openclip:<folder>
     if getattr(text_encoders[name], 'takes_info', False): kw['info'] = info
     return text_encoders.build(name, mode=mode, **kw)
 

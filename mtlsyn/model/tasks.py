@@ -13,9 +13,9 @@ from fastcore.basics import patch
 from ..core import Registry, MtlsynError
 
 # %% auto #0
-__all__ = ['tasks', 'CLASS_WEIGHTS', 'THRESHOLDS', 'Task', 'medmnist_metrics', 'ece_score', 'balance_metrics', 'default_prompts',
-           'Classify', 'fit_threshold', 'Contrastive', 'Decoder', 'Reconstruct', 'Denoise', 'Segment', 'Saliency',
-           'Consistency', 'metric_higher_is_better']
+__all__ = ['tasks', 'CLASS_WEIGHTS', 'THRESHOLDS', 'BRIDGES', 'Task', 'medmnist_metrics', 'ece_score', 'balance_metrics',
+           'default_prompts', 'Classify', 'fit_threshold', 'Contrastive', 'Decoder', 'Reconstruct', 'Denoise',
+           'Segment', 'Saliency', 'Consistency', 'metric_higher_is_better']
 
 # %% ../../nbs/03a_model.tasks.ipynb #c1bc76c6
 tasks = Registry('task')
@@ -299,18 +299,57 @@ class Segment(Task):
         return dict(dice=float(((2*inter+1e-6)/(den+1e-6)).mean()))
 
 # %% ../../nbs/03a_model.tasks.ipynb #a94ac850
+BRIDGES = ('cam', 'saliency')   # `bridge` choices of `Saliency`
+
 @tasks.register
 class Saliency(Segment):
-    "Segmentation whose decoder also reads the `classify` task's probability-weighted class-activation map (MultiMix bridge)"
+    "Segmentation whose decoder also reads the `classify` task's evidence: its class-activation map (`bridge='cam'`) or, as MultiMix, its input-gradient saliency map with the image (`bridge='saliency'`)"
     needs = ('classify',)
-    def __init__(self, info=None, fmap_dim:int=128, **kw): super().__init__(info, fmap_dim=fmap_dim, extra_in=1, **kw)
+    def __init__(self, info=None, fmap_dim:int=128, bridge:str='cam', in_chans:int=1, **kw):
+        if bridge not in BRIDGES: raise MtlsynError(f"saliency bridge {bridge!r}: choose 'saliency' (MultiMix's input gradient) or 'cam'")
+        super().__init__(info, fmap_dim=fmap_dim, extra_in=1 if bridge == 'cam' else in_chans + 1, **kw)
+        self.bridge, self.reencodes_image = bridge, bridge == 'saliency'
     def forward(self, feats, batch):
-        clf = feats['tasks']['classify']; fmap = feats['fmap']
-        w = clf.probs(feats['outs']['classify'].float()).to(fmap.dtype)
-        sal = torch.einsum('bkhw,bk->bhw', clf.cam(fmap), w).unsqueeze(1)
-        lo, hi = sal.amin((2,3), keepdim=True), sal.amax((2,3), keepdim=True)
-        sal = (sal-lo)/(hi-lo+1e-6)
-        return self.dec(torch.cat([fmap, sal], 1), feats['image'].shape[-2:])
+        fmap = feats['fmap']
+        if self.bridge == 'cam': extra = self.cam_map(feats)
+        else:
+            size = fmap.shape[-2:]
+            extra = torch.cat([F.interpolate(feats['image'], size=size, mode='bilinear', align_corners=False),
+                               F.interpolate(self.saliency_map(feats), size=size, mode='bilinear', align_corners=False)], 1)
+        self.last_bridge = extra
+        return self.dec(torch.cat([fmap, extra.to(fmap.dtype)], 1), feats['image'].shape[-2:])
+
+# %% ../../nbs/03a_model.tasks.ipynb #3cf37343
+@patch
+def cam_map(self:Saliency, feats:dict)->torch.Tensor:
+    "The `classify` task's probability-weighted class-activation map `(B,1,h,w)`, scaled to [0,1] per image (gradients flow into the classifier)"
+    clf, fmap = feats['tasks']['classify'], feats['fmap']
+    w = clf.probs(feats['outs']['classify'].float()).to(fmap.dtype)
+    sal = torch.einsum('bkhw,bk->bhw', clf.cam(fmap), w).unsqueeze(1)
+    lo, hi = sal.amin((2,3), keepdim=True), sal.amax((2,3), keepdim=True)
+    return (sal-lo)/(hi-lo+1e-6)
+
+def _frozen(m:nn.Module, *args):
+    "`m(*args)` with its parameters detached: a backward pass reaches the inputs, never the weights"
+    return torch.func.functional_call(m, {k: v.detach() for k, v in m.named_parameters()}, args, strict=False)
+
+@patch
+def saliency_map(self:Saliency, feats:dict)->torch.Tensor:
+    "MultiMix's saliency `(B,1,H,W)`: |d(top class score)/d(image)|, max over channels, scaled to [0,1] per image; detached"
+    clf, enc, x = feats['tasks']['classify'], feats['encode_image'], feats['image']
+    if getattr(clf, 'head_kind', 'linear') != 'linear': raise MtlsynError("bridge 'saliency' needs the classify head 'linear': set task_kwargs: {classify: {head: linear}}")
+    modes = [(m, m.training) for m in (enc, clf)]
+    try:
+        for m, _ in modes: m.eval()   # as MultiMix: batch statistics are not updated by this extra pass
+        with torch.enable_grad():
+            xg = x.detach().float().requires_grad_(True)
+            score = _frozen(clf, _frozen(enc, xg), {}).float().max(1).values.sum()
+            score.backward()   # into xg.grad only: the weights are detached; no create_graph: the map is a constant input of the decoder
+            g = xg.grad
+    finally:
+        for m, was in modes: m.train(was)
+    sal = g.abs().amax(1, keepdim=True)
+    return (sal/(sal.amax((2,3), keepdim=True) + 1e-12)).detach()
 
 # %% ../../nbs/03a_model.tasks.ipynb #c276656c
 @tasks.register

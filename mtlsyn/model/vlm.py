@@ -9,11 +9,11 @@ from __future__ import annotations
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
 from ..core import Registry, MtlsynError
-from .encoders import build_image_encoder, build_text_encoder, ImageEncoder
+from .encoders import build_image_encoder, build_text_encoder, ImageEncoder, prepare_encoder
 from .tasks import tasks as task_registry, Task
 
 # %% auto #0
-__all__ = ['sharings', 'Parallel', 'Cascaded', 'MultiTaskVLM', 'build_vlm']
+__all__ = ['sharings', 'Parallel', 'cascade', 'Cascaded', 'MultiTaskVLM', 'build_vlm']
 
 # %% ../../nbs/03b_model.vlm.ipynb #b3ac1aea
 sharings = Registry('sharing')
@@ -35,26 +35,30 @@ def _order(tasks:dict)->list[str]:
 @sharings.register
 class Parallel(nn.Module):
     "Hard parameter sharing: every task reads the shared encoder's features"
-    def __init__(self, tasks:dict, feat_dim:int): super().__init__(); self.order = _order(tasks)
+    def __init__(self, tasks:dict, feat_dim:int, **kw): super().__init__(); self.order = _order(tasks)
     def run(self, model, feats, batch):
         "Every task's output, each task reading `feats`, in dependency order"
         outs = feats['outs']
         for n in self.order: outs[n] = model.tasks[n](feats, batch)
         return outs
 
+def cascade(a:torch.Tensor, feat:torch.Tensor, fmap:torch.Tensor)->tuple:
+    "Add the adapted summary `a` (B,C) to the pooled features `feat` and, as a per-channel offset, to the map `fmap`, which dense heads read"
+    return feat + a, (fmap + a[:, :, None, None] if fmap is not None and fmap.ndim == 4 and fmap.shape[1] == a.shape[1] else fmap)
+
 @sharings.register
 class Cascaded(nn.Module):
-    "Tasks in order; each task's pooled output, through a linear adapter, is added to the pooled features of the next"
-    def __init__(self, tasks:dict, feat_dim:int):
+    "Tasks in order; each task's pooled output, through a linear adapter, is added to the features (pooled and map) of the next"
+    def __init__(self, tasks:dict, feat_dim:int, **kw):
         super().__init__(); self.order = _order(tasks)
         self.adapters = nn.ModuleDict({n: nn.Linear(tasks[n].summary_dim, feat_dim) for n in self.order[:-1]})
         for a in self.adapters.values(): nn.init.zeros_(a.weight); nn.init.zeros_(a.bias)  # starts as parallel
     def run(self, model, feats, batch):
         "Every task's output, in order, each adding its adapted summary to the features of the next"
-        outs, feat = feats['outs'], feats['feat']
+        outs, feat, fmap = feats['outs'], feats['feat'], feats['fmap']
         for n in self.order:
-            outs[n] = model.tasks[n](dict(feats, feat=feat), batch)
-            if n in self.adapters: feat = feat + self.adapters[n](model.tasks[n].summary(outs[n]).to(feat.dtype))
+            outs[n] = model.tasks[n](dict(feats, feat=feat, fmap=fmap), batch)
+            if n in self.adapters: feat, fmap = cascade(self.adapters[n](model.tasks[n].summary(outs[n]).to(feat.dtype)), feat, fmap)
         return outs
 
 # %% ../../nbs/03b_model.vlm.ipynb #0512b0fb
@@ -70,8 +74,8 @@ class MultiTaskVLM(nn.Module):
             if text_encoder is None: raise MtlsynError(f"tasks {[n for n,t in tasks.items() if t.uses_text]} need a text encoder: pass text_encoder='minilm'")
             self.image_proj = nn.Linear(image_encoder.out_dim, embed_dim)
             self.text_proj = nn.Linear(text_encoder.out_dim, embed_dim)
-        self.sharing = sharings.build(sharing, tasks=tasks, feat_dim=image_encoder.out_dim)
-        self.last_shared = None
+        self.sharing = sharings.build(sharing, tasks=tasks, feat_dim=image_encoder.out_dim, encoder=image_encoder)
+        self.last_shared, self.encoder_weights = None, None
     @property
     def task_names(self)->list[str]: return list(self.tasks.keys())
     def forward(self, batch:dict)->dict:
@@ -92,7 +96,7 @@ def embed_image(self:MultiTaskVLM, image:torch.Tensor)->torch.Tensor:
 def features(self:MultiTaskVLM, batch:dict)->dict:
     "The shared features every task reads"
     x = batch['image']
-    enc = self.image_encoder(x)
+    enc = self.sharing.encode(self.image_encoder, x) if hasattr(self.sharing, 'encode') else self.image_encoder(x)
     feats = dict(enc, image=x, encode_image=self.image_encoder, tasks=self.tasks, outs={})
     if self.uses_text:
         feats['img_emb'] = F.normalize(self.image_proj(enc['feat']), dim=-1)
@@ -105,18 +109,21 @@ def build_vlm(image_encoder:str|nn.Module='small-cnn', # registered name, 'timm:
               text_encoder:str|nn.Module|None='minilm', # 'minilm', 'hf:<id or path>', a module, or None
               tasks=('classify','contrastive'),   # task names, (name, kwargs) pairs, or Task objects
               info=None,                          # the benchmark's BenchmarkInfo (classes, task type, channels, masks)
-              sharing:str='parallel',             # 'parallel' or 'cascaded'
+              sharing:str='parallel',             # a registered sharing: 'parallel', 'cascaded', 'cross-stitch', 'mtan', 'hybrid'
               embed_dim:int=128,                  # width of the joint image-text space
               pretrained:bool=False,              # load local pretrained image-encoder weights
               text_mode:str='frozen',             # 'frozen', 'finetune' or 'partial'
               task_kwargs:dict|None=None,         # extra kwargs per task name, e.g. {'classify': {'threshold': 'val'}}
               class_counts:list[int]|None=None,   # labeled images per class (`split.record['labeled_per_class']`), for class weights
               task_kw:dict|None=None,             # former name of `task_kwargs`
+              image_encoder_weights:str|None=None, # a `.safetensors` file from `save_encoder` to start the image encoder from
+              finetune:str='full',                # 'full', 'frozen' or 'partial:<k>' (the image encoder's last k blocks train)
               **kw)->MultiTaskVLM:
     "A `MultiTaskVLM` for the benchmark `info` with `image_encoder`, `text_encoder`, `tasks` and `sharing`, built by name"
     if info is None: raise MtlsynError("build_vlm needs the benchmark's info: pass info=split.info (or dls.info)")
     in_chans = getattr(info, 'n_channels', 1)
     ienc = build_image_encoder(image_encoder, in_chans=in_chans, pretrained=pretrained, **kw) if isinstance(image_encoder, str) else image_encoder
+    src = prepare_encoder(ienc, image_encoder_weights, finetune)   # before the sharing copies it into per-task columns
     ctx = dict(info=info, feat_dim=ienc.out_dim, fmap_dim=ienc.fmap_dim, embed_dim=embed_dim, in_chans=in_chans, class_counts=class_counts)
     task_kwargs = {**(task_kw or {}), **(task_kwargs or {})}
     if not all(isinstance(v, dict) for v in task_kwargs.values()): raise MtlsynError(f"task_kwargs {task_kwargs!r} must map task names to dicts of arguments, e.g. {{'classify': {{'threshold': 'val'}}}}")
@@ -131,7 +138,9 @@ def build_vlm(image_encoder:str|nn.Module='small-cnn', # registered name, 'timm:
     tenc = None
     if uses_text and text_encoder is not None:
         tenc = build_text_encoder(text_encoder, mode=text_mode, info=info) if isinstance(text_encoder, str) else text_encoder
-    return MultiTaskVLM(ienc, tenc, built, sharing=sharing, embed_dim=embed_dim)
+    m = MultiTaskVLM(ienc, tenc, built, sharing=sharing, embed_dim=embed_dim)
+    m.encoder_weights = src
+    return m
 
 # %% ../../nbs/03b_model.vlm.ipynb #de5e54db
 @patch(as_prop=True)

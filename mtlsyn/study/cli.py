@@ -6,7 +6,7 @@ Docs: https://mtlsyn.github.io/mtlsyn/study.cli.html.md"""
 
 # %% ../../nbs/08a_study.cli.ipynb #69de07da
 from __future__ import annotations
-import os, sys, time, functools
+import os, sys, time, functools, contextlib
 from pathlib import Path
 from ..core import *  # first: mtlsyn's package init quiets fastai's torch.jit warning before fastai loads
 from fastcore.script import call_parse
@@ -58,6 +58,9 @@ def _summary(cfg, records:list[dict], out:Path, shard, secs:float):
     bad = [r for r in records if r.get('status') != 'ok']
     print(f"\n{cfg.name}: {len(records)-len(bad)} runs ok, {len(bad)} not ok, in {secs:.0f} s; records in {results_path(out, shard)}\n")
     print(format_table(summarize(records)))
+    with contextlib.suppress(Exception):
+        from mtlsyn.report import results_frame
+        results_frame(out).to_csv(out/'results.csv', index=False); print(f"full table (every key of every run): {out/'results.csv'}")
     for r in bad: print(f"{r.get('status')} {r['run_id']} ({r.get('cfg_setting')}, seed {r.get('seed')}): {r.get('error')}")
     return bad
 
@@ -73,7 +76,9 @@ def mtlsyn_study(config:str,                 # the study's YAML file, e.g. studi
                  resume:bool=False,          # run what is not recorded ok yet (the default anyway: a recorded run is never rerun)
                  verbose:bool=False,         # show each epoch's progress
                  in_process:bool=False,      # run every run in this process (peak RSS then includes earlier runs)
-                 dry_run:bool=False          # check the study and list its runs, then exit
+                 dry_run:bool=False,         # check the study and list its runs, then exit
+                 engine:str=None,            # 'local' or 'ray': what executes the runs (default: the study's `engine`)
+                 address:str=None            # with --engine ray: the Ray cluster's address (default: start Ray here)
                 ):
     "Run the study in CONFIG, append one record per run to OUT/results.jsonl, print the table, write the report; last line: its path"
     check_paths(config, out)
@@ -84,7 +89,12 @@ def mtlsyn_study(config:str,                 # the study's YAML file, e.g. studi
         for r in run_order(study_runs(cfg)): print(r.run_id, r.setting, f"seed={r.seed}")
         return
     t0 = time.time()
-    records = run_study(cfg, out, shard=shard, device=device, quiet=not verbose, isolate=not in_process, threads=threads, progress=True)
+    engine = engine or cfg.engine
+    if engine not in ('local', 'ray'): raise MtlsynError(f"--engine {engine!r}: choose local or ray")
+    if engine == 'ray':
+        from mtlsyn.study.ray import ray_study
+        records = ray_study(cfg, out, shard=shard, address=address, device=device, quiet=not verbose, threads=threads)
+    else: records = run_study(cfg, out, shard=shard, device=device, quiet=not verbose, isolate=not in_process, threads=threads, progress=True)
     bad = _summary(cfg, records, out, shard, time.time()-t0)
     print(_report(out)); sys.stdout.flush()
     if bad: sys.exit(1)

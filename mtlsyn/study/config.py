@@ -15,15 +15,17 @@ import torch
 import yaml
 from ..core import *  # first: mtlsyn's package init quiets fastai's torch.jit warning before fastai loads
 import mtlsyn.data.all, mtlsyn.augment.all  # noqa: F401  (every benchmark and generator registers itself)
+import mtlsyn.model.all  # noqa: F401  (every sharing family registers itself)
 from ..data.core import benchmarks, parse_budget
 from ..data.medmnist import FLAGS as MEDMNIST_FLAGS, SIZES as MEDMNIST_SIZES
-from ..data.phantom import load_phantom
+from ..data.phantom import load_phantom, phantom_site
 from ..augment.core import generators
-from ..model.encoders import image_encoders, text_encoders
+from ..model.encoders import image_encoders, text_encoders, parse_finetune, FINETUNES
 from ..model.tasks import tasks as task_registry
 from ..model.vlm import sharings
 from ..mtl.weighting import weightings
 from ..learner import optimizers
+from ..learner.semi import SemiSupervised
 import fastai.callback.schedule  # noqa: F401  (Learner.fit_one_cycle)
 
 # %% auto #0
@@ -45,13 +47,22 @@ class StudyConfig:
     text_encoder: str|None = 'minilm'   # a registered text encoder, 'hf:<id or path>', or None
     text_mode: Literal['frozen', 'finetune', 'partial'] = 'frozen' # cached embeddings, or fine-tune all or the last layers
     tasks: list = field(default_factory=lambda: ['classify', 'contrastive']) # registered task names; the first one's first metric is the study's
-    sharing: str = 'parallel'           # a registered sharing: 'parallel' (hard sharing) or 'cascaded'
+    sharing: str = 'parallel'           # a registered sharing: 'parallel', 'cascaded', 'cross-stitch', 'mtan', 'hybrid'
+    image_encoder_weights: str|None = None # a .safetensors encoder saved by `save_encoder` to start from (UMS-Rep), or None
+    finetune: str = 'full'              # the image encoder's fine-tuning: 'full', 'frozen' or 'partial:<k>' (its last k blocks train)
     weighting: str = 'equal'            # a registered loss weighting
     generator: str = 'none'             # a registered generator, or 'none'
     generator_kwargs: dict = field(default_factory=dict) # arguments of the generator
     ratio: float = 0.                   # synthetic:real ratio of the training set (0, 1, 3, 10, ...)
     schedule: Literal['mixed', 'pretrain'] = 'mixed' # synthetic mixed in throughout, or synthetic pre-training then real fine-tuning
     pretrain_epochs: int = 0            # epochs of synthetic pre-training with schedule 'pretrain'
+    pretrain_on: list = field(default_factory=list) # benchmarks the image encoder is first pre-trained on with `pretrain_tasks` ('target': the run's own train split; 'phantom@64': at 64 px); [] for none
+    pretrain_tasks: list = field(default_factory=lambda: ['rotation', 'masked-image', 'simclr']) # self-supervised tasks of that pre-training
+    pretrain_steps: int = 200           # optimizer steps of that pre-training
+    pretrain_bs: int = 64               # images per mixed batch of that pre-training
+    pretrain_lr: float = 1e-3           # its peak learning rate (one-cycle)
+    pretrain_sampling: Literal['proportional', 'uniform', 'temperature'] = 'proportional' # how its mixed batches draw the datasets
+    pretrain_temperature: float = 2.    # T of the 'temperature' sampling rule (p ∝ n^(1/T))
     epochs: int = 8                     # training epochs
     bs: int = 64                        # batch size
     lr: float = 3e-3                    # peak learning rate (one-cycle schedule)
@@ -62,6 +73,10 @@ class StudyConfig:
     eval_every: int|None = None         # also validate every this many optimizer steps (None: at epoch ends only)
     val_budget: str|int|float = 'all'  # validation images: 'all', a fraction in (0,1), or a number per class
     task_kwargs: dict = field(default_factory=dict) # options per task, e.g. {classify: {class_weight: balanced}}
+    label_fraction: float = 1.          # share of the labeled images that keep their class label (the rest: label -1)
+    mask_fraction: float = 1.           # share of the labeled images that keep their masks (the rest: has_mask False)
+    semi: Literal['none', 'pseudo'] = 'none' # the unlabeled pool: unused, or MultiMix/FixMatch pseudo-labels and pseudo-masks (`SemiSupervised`)
+    semi_kwargs: dict = field(default_factory=dict) # options of `SemiSupervised`, e.g. {threshold: 0.7, seg_threshold: 0.9}
     captions: Literal['class', 'report'] = 'report' # class-name prompts, or per-image reports where the benchmark has them
     prompts: int = 1                    # paraphrased prompts per class, one drawn per image
     template: int = 0                   # prompt template index
@@ -69,13 +84,14 @@ class StudyConfig:
     imports: list = field(default_factory=list) # modules imported in every run, e.g. [my_lab.weightings]; execution only
     resources: dict = field(default_factory=dict) # per-run resources of a distributed engine, e.g. {num_cpus: 1}; execution only
     tracking: str|None = None           # where runs are also logged: 'mlflow', or None; execution only
+    tracking_uri: str|None = None       # the MLflow tracking URI (None: MLFLOW_TRACKING_URI, else MLflow's default); execution only
     engine: Literal['local', 'ray'] = 'local' # what executes the runs; execution only
     baseline: str|None = None           # the setting others are compared with: any unique part of its name (None: the first)
     seeds: list = field(default_factory=lambda: [0])  # one run per seed and grid cell (or a count: 3 means [0, 1, 2])
     grid: dict = field(default_factory=dict)          # field name -> list of values to sweep
 
 _NOT_RUN_KEYS = ('name', 'description', 'baseline', 'seeds', 'grid')
-EXEC_ONLY = ('threads', 'imports', 'resources', 'tracking', 'engine')  # how a run executes, never what it computes: not in run_id
+EXEC_ONLY = ('threads', 'imports', 'resources', 'tracking', 'tracking_uri', 'engine')  # how a run executes, never what it computes: not in run_id
 
 # %% ../../nbs/07_study.config.ipynb #5163b0f1
 Run = make_dataclass('Run', [(f.name, f.type, field(default=f.default, default_factory=f.default_factory))
@@ -159,6 +175,10 @@ _MODULE = re.compile(r'[A-Za-z_]\w*(\.[A-Za-z_]\w*)*')
 _SAFE_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,99}')
 
 # %% ../../nbs/07_study.config.ipynb #fe4aadb4
+def _ok(f, v)->bool:
+    try: f(v); return True
+    except MtlsynError: return False
+
 _RULES = dict(  # field: (test, what it must be, an example); a test may return a string that says what it must be instead
     name=(lambda v: isinstance(v, str) and bool(_SAFE_NAME.fullmatch(v)), "a folder-safe name (letters, digits, '.', '_', '-'; no '/' or leading '.')", 'my-study'),
     description=(lambda v: isinstance(v, str), 'text', "'what the study asks'"), root=(_opt(lambda v: isinstance(v, str)), 'a folder or null', 'data/medmnist'),
@@ -166,6 +186,10 @@ _RULES = dict(  # field: (test, what it must be, an example); a test may return 
     benchmark_kwargs=(_mapping, 'a mapping of option: value', '{difficulty: 0.5}'), generator_kwargs=(_mapping, 'a mapping of option: value', '{alpha: 0.4}'),
     tasks=(_names, 'a list of distinct task names', '[classify]'),
     ratio=(lambda v: _real(v) and v >= 0, 'a number ≥ 0', 1), pretrain_epochs=(_ge(0), 'an integer ≥ 0', 2),
+    pretrain_on=(lambda v: v == [] or _names(v), 'a list of distinct benchmark names (or target), [] for none', '[pneumoniamnist, breastmnist, phantom]'),
+    pretrain_tasks=(_names, 'a list of distinct self-supervised task names', '[rotation, masked-image, simclr]'),
+    pretrain_steps=(_ge(1), 'an integer ≥ 1', 200), pretrain_bs=(_ge(2), 'an integer ≥ 2', 64),
+    pretrain_lr=(lambda v: _real(v) and v > 0, 'a finite number > 0', 0.001), pretrain_temperature=(lambda v: _real(v) and v > 0, 'a number > 0', 2),
     epochs=(_ge(1), 'an integer ≥ 1', 8), bs=(_ge(1), 'an integer ≥ 1', 64), lr=(lambda v: _real(v) and v > 0, 'a finite number > 0', 0.003),
     target_frac=(lambda v: _real(v) and 0 < v <= 1, 'a number in (0, 1]', 0.95),
     targets=(lambda v: _mapping(v) and all(_real(x) for x in v.values()), 'a mapping of <task>_<metric>: finite value', '{classify_auc: 0.75}'),
@@ -177,13 +201,18 @@ _RULES = dict(  # field: (test, what it must be, an example); a test may return 
     imports=(lambda v: isinstance(v, list) and all(isinstance(x, str) and _MODULE.fullmatch(x) for x in v), 'a list of module names', '[my_lab.weightings]'),
     resources=(lambda v: _mapping(v) and all(_real(x) and x >= 0 for x in v.values()), 'a mapping of resource: number ≥ 0', '{num_cpus: 1}'),
     tracking=(_opt(lambda v: isinstance(v, str)), "'mlflow' or null", 'mlflow'),
+    tracking_uri=(_opt(lambda v: isinstance(v, str) and bool(v)), 'a tracking URI or null (MLFLOW_TRACKING_URI)', 'sqlite:///mlruns.db'),
+    image_encoder_weights=(_opt(lambda v: isinstance(v, str) and v.endswith('.safetensors') or 'a .safetensors file saved by mtlsyn.model.encoders.save_encoder (other formats are refused), or null'), 'a .safetensors file or null', 'encoders/denoise.safetensors'),
+    finetune=(lambda v: _ok(parse_finetune, v), FINETUNES, 'partial:2'),
+    label_fraction=(lambda v: _real(v) and 0 < v <= 1, 'a number in (0, 1]', 0.5), mask_fraction=(lambda v: _real(v) and 0 < v <= 1, 'a number in (0, 1]', 0.5),
+    semi_kwargs=(_mapping, 'a mapping of option: value', '{threshold: 0.7}'),
     baseline=(_opt(lambda v: isinstance(v, str) and bool(v)), "part of one setting's name, or null", "'generator=none'"),
 )
 _TRACKERS = ('mlflow',)
 
 # %% ../../nbs/07_study.config.ipynb #f6a6eaa8
 _KINDS = dict(tasks='task', opt='optimizer')
-_OPEN = dict(image_encoder='timm:', text_encoder='hf:')  # prefixes of models built from outside the registries
+_OPEN = dict(image_encoder=('timm:', 'openclip:'), text_encoder=('hf:', 'openclip:'))  # prefixes of models built from outside the registries
 _NULLABLE = ('text_encoder', 'tracking')
 
 def _check_value(k:str, v, choices:dict, where:str=''):
@@ -234,7 +263,7 @@ def _check_options(k:str, name:str, kw:dict, opts:set|None, where:str=''):
     if bad: raise MtlsynError(f"{where}{k}: {name} has no option {bad[0]!r}: choose from {', '.join(sorted(opts)) or '(none)'}")
 
 # %% ../../nbs/07_study.config.ipynb #fb7921b2
-_TOGETHER = ('schedule', 'generator', 'ratio', 'benchmark', 'size', 'benchmark_kwargs', 'generator_kwargs', 'task_kwargs', 'targets')
+_TOGETHER = ('schedule', 'generator', 'ratio', 'benchmark', 'size', 'benchmark_kwargs', 'generator_kwargs', 'task_kwargs', 'targets', 'budget', 'semi', 'semi_kwargs', 'pretrain_on', 'pretrain_tasks')
 
 def _check_together(r:dict, where:str=''):
     "Checks across fields of one setting `r`: pretraining needs a pool, options exist, sizes and targets are valid"
@@ -243,6 +272,7 @@ def _check_together(r:dict, where:str=''):
     if r['benchmark'] in MEDMNIST_FLAGS and r['size'] not in MEDMNIST_SIZES:
         raise MtlsynError(f"{where}size {r['size']} is not a MedMNIST size: choose one of {', '.join(map(str, MEDMNIST_SIZES))}")
     _check_options('benchmark_kwargs', r['benchmark'], r['benchmark_kwargs'], _benchmark_options(r['benchmark']), where)
+    _check_multimix(r, where)
     if r['generator'] != 'none': _check_options('generator_kwargs', r['generator'], r['generator_kwargs'], _options(generators[r['generator']]), where)
     for t, kw in r['task_kwargs'].items():
         if t not in task_registry: raise MtlsynError(f"{where}task_kwargs: unknown task {t!r}: choose one of {', '.join(task_registry.names())}")
@@ -251,6 +281,26 @@ def _check_together(r:dict, where:str=''):
     valid = [f"{t}_{m}" for t in task_registry.names() for m in task_registry[t].metric_names]
     bad = [k for k in r['targets'] if k not in valid]
     if bad: raise MtlsynError(f"{where}targets: unknown metric {bad[0]!r}: name a task's metric, one of {', '.join(valid)}")
+    _check_pretrain(r, where)
+
+def _check_pretrain(r:dict, where:str=''):
+    "`pretrain_on` names benchmarks (or 'target') at valid sizes, and `pretrain_tasks` self-supervised registered tasks"
+    for n in r['pretrain_on']:
+        b, _, s = n.partition('@'); b = r['benchmark'] if b == 'target' else b
+        if b not in benchmarks: raise MtlsynError(f"{where}pretrain_on: unknown benchmark {b!r}: choose 'target' or one of {', '.join(benchmarks.names())}")
+        if s and not s.isdigit(): raise MtlsynError(f"{where}pretrain_on: {n!r}: write a size as <benchmark>@<pixels>, e.g. phantom@64")
+        if b in MEDMNIST_FLAGS and int(s or r['size']) not in MEDMNIST_SIZES: raise MtlsynError(f"{where}pretrain_on: {n!r} at size {s or r['size']} is not a MedMNIST size: choose one of {', '.join(map(str, MEDMNIST_SIZES))}")
+    for t in r['pretrain_tasks'] if r['pretrain_on'] else []:
+        if t not in task_registry: raise MtlsynError(f"{where}pretrain_tasks: unknown task {t!r}: choose one of {', '.join(task_registry.names())}")
+        if not (set(task_registry[t].keys) <= {'image'} and not task_registry[t].needs): raise MtlsynError(f"{where}pretrain_tasks: {t!r} needs labels or another task: pre-training is self-supervised, choose e.g. rotation, masked-image, simclr")
+
+def _check_multimix(r:dict, where:str=''):
+    "The semi-supervised and phantom-site fields of setting `r`: an unlabeled pool to learn from, known options and sites"
+    if r['semi'] != 'none' and parse_budget(r['budget']) == 'all': raise MtlsynError(f"{where}semi {r['semi']!r} learns from the unlabeled pool, and budget 'all' leaves none: use a smaller budget")
+    _check_options('semi_kwargs', 'semi', r['semi_kwargs'], _options(SemiSupervised) - {'dl', 'seed'}, where)
+    if r['benchmark'] == 'phantom':
+        for k in ('site', 'xsite'):
+            if r['benchmark_kwargs'].get(k) is not None: phantom_site(r['benchmark_kwargs'][k])
 
 def _combos(d:dict, keys=_TOGETHER):
     "Every distinct combination of the values of `keys` that config dict `d` and its grid make (each a dict)"
@@ -341,7 +391,7 @@ def _check_grid(d:dict)->int:
 # %% ../../nbs/07_study.config.ipynb #d99f0315
 def setting_name(run:dict, keys:list)->str:
     "A short label of the grid cell `run` (a dict of settings) belongs to, from its values of the grid `keys`"
-    def _s(v): return '+'.join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+    def _s(v): return ('+'.join(map(str, v)) or 'none') if isinstance(v, (list, tuple)) else str(v)
     return ', '.join(f"{k}={_s(run[k])}" for k in keys) or 'base'
 
 def _settings(d:dict):
@@ -389,7 +439,8 @@ def load_study(path_or_dict:str|Path|dict)->StudyConfig:
 
 # %% ../../nbs/07_study.config.ipynb #b1fb3c73
 # fields added after run ids were published: left out of the hash at their default, so old ids stand
-_UNHASHED_AT_DEFAULT = ('opt', 'targets', 'eval_every', 'val_budget', 'task_kwargs', 'captions', 'prompts')
+_UNHASHED_AT_DEFAULT = ('opt', 'targets', 'eval_every', 'val_budget', 'task_kwargs', 'captions', 'prompts', 'image_encoder_weights', 'finetune', 'label_fraction', 'mask_fraction', 'semi', 'semi_kwargs',
+                        'pretrain_on', 'pretrain_tasks', 'pretrain_steps', 'pretrain_bs', 'pretrain_lr', 'pretrain_sampling', 'pretrain_temperature')
 
 def _run_id(r:dict, dflt:dict)->str:
     "The stable id of the resolved settings `r` (seed included, `EXEC_ONLY` fields left out): a hash of exactly those"

@@ -6,7 +6,7 @@ Docs: https://mtlsyn.github.io/mtlsyn/study.runner.html.md"""
 
 # %% ../../nbs/07b_study.runner.ipynb #f6ecd5b0
 from __future__ import annotations
-import os, sys, json, time, math, signal, traceback, contextlib, threading
+import os, sys, json, time, math, signal, traceback, contextlib, threading, textwrap
 import multiprocessing as mp
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -18,17 +18,20 @@ from fastcore.basics import patch
 from fastcore.xtras import modified_env
 from fastai.data.core import DataLoaders
 from fastai.torch_core import set_seed
-import mtlsyn.data.all, mtlsyn.augment.all  # noqa: F401  (every benchmark and generator registers itself)
+import mtlsyn.data.all, mtlsyn.augment.all, mtlsyn.model.all  # noqa: F401  (every benchmark, generator and sharing registers itself)
 from ..data.core import load_benchmark, LowResourceSplit
-from ..data.loaders import dataloaders, SyntheticPool
+from ..data.loaders import dataloaders, unlabeled_dl, SyntheticPool
 from ..augment.core import make_pool
 from ..model.vlm import build_vlm
 from ..learner import MTLLearner, mtl_learner, fit_pretrain_finetune
+from ..learner.semi import SemiSupervised
 from ..callback.convergence import ConvergenceCallback
 from ..callback.memory import MemoryCallback
 from ..callback.throughput import ThroughputCallback
 from ..callback.core import DivergenceCallback
+from ..callback.tracking import TensorBoardScalars, track_run
 from ..model.tasks import fit_threshold
+from ..learner.pretrain import pretrain_for_run
 import fastai.callback.schedule  # noqa: F401  (Learner.fit_one_cycle)
 from .config import *
 from .store import *
@@ -36,8 +39,8 @@ from .store import _json_default
 
 # %% auto #0
 __all__ = ['START_METHOD', 'BuiltRun', 'build_run', 'run_one', 'default_threads', 'run_threads', 'failure_reason', 'results_path',
-           'parse_shard', 'run_order', 'shard_runs', 'run_study', 'lead_task', 'table_cols', 'mean_ci', 'summarize',
-           'format_table']
+           'parse_shard', 'run_order', 'shard_runs', 'run_study', 'lead_task', 'table_cols', 'mean_ci', 'short_col',
+           'summarize', 'format_table']
 
 # %% ../../nbs/07b_study.runner.ipynb #0dd4309b
 @dataclass
@@ -66,20 +69,28 @@ def _pool(run:Run, split)->tuple:
                       cost_pool_sampling_seconds=p.get('sample_seconds'), cost_pool_sampling_flops=p.get('sample_flops'))
 
 # %% ../../nbs/07b_study.runner.ipynb #cbd02be4
+def _semi(run:Run, split, dls)->list:
+    "The `SemiSupervised` callback of a run with `semi: pseudo` (drawing unlabeled batches of `split`), else none"
+    if run.semi == 'none': return []
+    dl = unlabeled_dl(split, bs=run.bs, seed=run.seed, device=dls.device, stats=dls.stats)
+    return [SemiSupervised(dl, seed=run.seed, **(run.semi_kwargs or {}))]
+
 def build_run(run:Run, device=None)->BuiltRun:
     "The split, pool, DataLoaders and learner of `run` (from `study_runs`), ready to `fit`"
     check_run(run); set_seed(run.seed)
     split = load_benchmark(run.benchmark, size=run.size, budget=run.budget, seed=run.seed, root=run.root,
                            val_budget=run.val_budget, **(run.benchmark_kwargs or {}))
     pool, costs = _pool(run, split)
+    pre = pretrain_for_run(run, split.info.n_channels)   # the encoder pre-trained on `pretrain_on` (cached), if any
+    costs.update(pre['fields'])
     pretrain = run.schedule == 'pretrain'
     kw = dict(bs=run.bs, seed=run.seed, template=run.template, device=get_device(device), captions=run.captions, prompts=run.prompts)
-    dls = dataloaders(split, pool=None if pretrain else pool, ratio=0. if pretrain else run.ratio, **kw)
+    dls = dataloaders(split, pool=None if pretrain else pool, ratio=0. if pretrain else run.ratio, label_fraction=run.label_fraction, mask_fraction=run.mask_fraction, **kw)
     pdls = dataloaders(split, pool=pool, ratio=run.ratio, synthetic_only=True, **kw) if pretrain else None
     model = build_vlm(image_encoder=run.image_encoder, text_encoder=run.text_encoder, text_mode=run.text_mode,
-                      tasks=list(run.tasks), info=split.info, sharing=run.sharing,
+                      tasks=list(run.tasks), info=split.info, sharing=run.sharing, image_encoder_weights=pre['path'] or run.image_encoder_weights, finetune=run.finetune,
                       task_kwargs=run.task_kwargs or None, class_counts=split.record['labeled_per_class'])
-    learn = mtl_learner(dls, model, weighting=run.weighting, lr=run.lr, opt=run.opt, precision=run.precision, cbs=_instruments(run))
+    learn = mtl_learner(dls, model, weighting=run.weighting, lr=run.lr, opt=run.opt, precision=run.precision, cbs=_instruments(run) + _semi(run, split, dls))
     return BuiltRun(run, split, pool, dls, pdls, learn, costs)
 
 # %% ../../nbs/07b_study.runner.ipynb #a62b8904
@@ -107,9 +118,13 @@ def record(self:BuiltRun)->dict:
         rec.update({f'val_{k}': v for k,v in learn.evaluate(self.dls.valid).items()})
         rec.update(_threshold(self))
         rec.update({f'test_{k}': v for k,v in learn.evaluate(self.dls.test).items()})
+        if getattr(self.dls, 'xtest', None) is not None:   # cross-domain test (e.g. phantom `xsite`): xtest_<task>_<metric>
+            rec.update({f'xtest_{k}': v for k,v in learn.evaluate(self.dls.xtest).items()})
+    rec.update(n_with_label=getattr(self.dls, 'n_with_label', None), n_with_mask=getattr(self.dls, 'n_with_mask', None))
     for cb in learn.cbs:
         if hasattr(cb, 'record') and callable(cb.record): rec.update(cb.record())
-    rec.update(_one_off_costs(self)); rec['text_captions'] = getattr(self.dls, 'captions_kind', 'class')
+    rec.update(_one_off_costs(self)); rec.update(_encoder_source(self))
+    rec['text_captions'] = getattr(self.dls, 'captions_kind', 'class')
     for k,v in getattr(self, 'timing', {}).items(): rec.setdefault(k, v)
     return rec
 
@@ -118,6 +133,11 @@ def _threshold(b:BuiltRun)->dict:
     "`classify_threshold`, fitted on val before the test evaluation when the study asks for `task_kwargs: {classify: {threshold: val}}`"
     thr = fit_threshold(b.learn, b.dls.valid)
     return {} if thr is None else dict(classify_threshold=thr)
+
+def _encoder_source(b:BuiltRun)->dict:
+    "`image_encoder_provenance` (JSON) and `image_encoder_weights_sha256` of the weights the image encoder started from (None without)"
+    src = getattr(getattr(b.learn.model, 'module', b.learn.model), 'encoder_weights', None)
+    return dict(image_encoder_provenance=canonical_json(src['provenance']) if src else None, image_encoder_weights_sha256=src['sha256'] if src else None)
 
 def _one_off_costs(b:BuiltRun)->dict:
     "The run's one-off `cost_*` fields: the pool's (generator fit, pool sampling) and the model's prompt encoding (`MultiTaskVLM.one_off_costs`)"
@@ -154,6 +174,7 @@ def run_one(run:Run,              # one run from `study_runs`
     rdir = Path(out)/'runs'/run.run_id
     t0 = time.time()
     b = build_run(run, device=device)
+    b.learn.add_cb(TensorBoardScalars(rdir/'tb'))   # runs/<run_id>/tb: `tensorboard --logdir <study folder>` compares the runs
     atomic_write(rdir/'config.json', json.dumps(asdict(run), indent=1, sort_keys=True, default=_json_default))
     b.split.save_record(rdir/'split.json')
     rec = b.fit(quiet).record()
@@ -331,6 +352,7 @@ def run_study(cfg:StudyConfig|str|Path|dict, # the study, or the path of its YAM
                 t0 = time.time()
                 rec = _run_isolated(run, out, device, quiet, threads, cfg.imports) if isolate else _run_here(run, out, device, quiet, threads)
                 store.append(rec)
+            if msg := track_run(rec, out, cfg.tracking, getattr(cfg, 'tracking_uri', None), cfg.name): log(msg)
             line = _finished_line(k+1, len(todo), run, rec, time.time()-t0)
             log(f"\r{line}\033[K" if bar else line)
     ids = {r.run_id for r in runs}
@@ -356,6 +378,32 @@ def mean_ci(x, conf:float=0.95)->tuple[float,float,int]:
     h = stats.t.ppf(0.5 + conf/2, len(x)-1) * x.std(ddof=1) / math.sqrt(len(x))
     return float(x.mean()), float(h), len(x)
 
+# %% ../../nbs/07b_study.runner.ipynb #5e1d7a3c
+def short_col(c:str, task:str|None=None)->str:
+    "A short header for summary column `c`: the lead `task`'s name and `conv_`/`thr_`/`mem_`/`time_` prefixes dropped, units kept"
+    s = c.replace(f'{task}_', '') if task else c
+    for a, b in (('conv_', ''), ('thr_', ''), ('mem_', ''), ('time_', ''), ('_to_target', '→tgt'), ('seconds', 's'),
+                 ('epoch', 'ep'), ('_rss', ''), ('activations', 'act'), ('img_per_s', 'img/s'), ('_mb', ' MB'), ('_s', ' s')):
+        s = s.replace(a, b)
+    return s.replace('_', ' ')
+
+def _cell(m, h)->str:
+    if not np.isfinite(m): return '—'
+    fmt = (lambda v: f"{v:.3f}") if abs(m) < 10 else (lambda v: f"{v:.1f}")
+    return fmt(m) + (f" ± {fmt(h)}" if np.isfinite(h) else '')
+
+def _blocks(tab:list[list[str]], fixed:int, width:int)->list[str]:
+    "`tab` (header row first) as aligned blocks of at most `width` characters, each repeating the first `fixed` columns"
+    w = [max(len(row[i]) for row in tab) for i in range(len(tab[0]))]
+    out, rest = [], list(range(fixed, len(w)))
+    while rest:
+        cols, used = list(range(fixed)), sum(w[:fixed]) + 2*(fixed-1)
+        while rest and (len(cols) == fixed or used + 2 + w[rest[0]] <= width): used += 2 + w[rest[0]]; cols.append(rest.pop(0))
+        lines = ['  '.join(row[i].ljust(w[i]) for i in cols).rstrip() for row in tab]
+        lines.insert(1, '  '.join('-'*w[i] for i in cols))
+        out += (['' ] if out else []) + lines
+    return out
+
 # %% ../../nbs/07b_study.runner.ipynb #d9c5c376
 def summarize(records:list[dict], by:str='cfg_setting', cols:list|None=None):
     "A DataFrame of mean ± 95% CI over seeds of `cols` (default: `table_cols`) for each value of `by` (the latest record of each run, if ok)"
@@ -372,17 +420,13 @@ def summarize(records:list[dict], by:str='cfg_setting', cols:list|None=None):
         rows.append(row)
     return pd.DataFrame(rows)
 
-def format_table(df, cols:list|None=None)->str:
-    "`df` from `summarize` as a plain-text table with `mean ± ci` cells (of `cols`, default: all it summarises)"
+def format_table(df, cols:list|None=None, width:int=120)->str:
+    "`df` from `summarize` as plain text at most `width` wide: short labels S1, S2, ... (a legend below), short headers, `mean ± ci` cells"
     if df is None or len(df) == 0: return '(no completed runs)'
     key = df.columns[0]
     cols = [c for c in (cols or [c for c in df.columns[2:] if not c.endswith('_ci')]) if c in df.columns]
-    def _cell(m, h):
-        if not np.isfinite(m): return '—'
-        fmt = (lambda v: f"{v:.3f}") if abs(m) < 10 else (lambda v: f"{v:.1f}")
-        return fmt(m) + (f" ± {fmt(h)}" if np.isfinite(h) else '')
-    tab = [[key, 'seeds', *cols]] + [[str(r[key]), str(r['seeds']), *[_cell(r[c], r[c+'_ci']) for c in cols]] for _,r in df.iterrows()]
-    w = [max(len(row[i]) for row in tab) for i in range(len(tab[0]))]
-    lines = ['  '.join(c.ljust(w[i]) for i,c in enumerate(row)) for row in tab]
-    lines.insert(1, '  '.join('-'*x for x in w))
-    return '\n'.join(lines)
+    task = next((c[4:].rsplit('_', 1)[0] for c in cols if c.startswith('val_')), None)
+    labels = {v: f"S{i+1}" for i, v in enumerate(df[key])}
+    tab = [['', 'n', *[short_col(c, task) for c in cols]]] + [[labels[r[key]], str(r['seeds']), *[_cell(r[c], r[c+'_ci']) for c in cols]] for _,r in df.iterrows()]
+    legend = [textwrap.fill(f"{l}  {v}", width, subsequent_indent=' '*(len(l)+2)) for v, l in labels.items()]
+    return '\n'.join(_blocks(tab, 2, width) + [''] + legend)
