@@ -447,3 +447,17 @@ def test_the_store_returns_exactly_the_complete_records(tmp_path_factory, ops):
         elif op[0] == 'junk': _raw(op[1] + '\n')
         else: _raw(record_line(op[1]).rstrip('\n')); model.append(json.loads(record_line(op[1]))); dangling = 'whole'
         assert s.records() == model and ResultsStore(s.path).records() == model
+
+
+# ---- determinism: the same seed and thread count give bitwise-identical metrics, in-process and isolated
+def test_same_seed_is_bitwise_identical_in_process_and_isolated(tmp_path):
+    from mtlsyn.study.runner import run_study
+    cfg = dict(name='det', benchmark='phantom', budget=8, benchmark_kwargs=dict(n_train=120, n_val=40, n_test=40),
+               tasks=['classify', 'contrastive'], text_encoder='learned', generator='mixup', ratio=1,
+               epochs=2, bs=16, seeds=[0], threads=1)
+    a = run_study(cfg, tmp_path/'in', isolate=False, log=lambda *_: None)
+    b = run_study(cfg, tmp_path/'iso', isolate=True, log=lambda *_: None)
+    assert [r['status'] for r in a + b] == ['ok', 'ok'] and a[0]['run_id'] == b[0]['run_id']
+    keys = [k for k in a[0] if k.startswith(('val_', 'test_', 'classify_threshold', 'best_epoch', 'pool_sha256', 'split_sha256'))]
+    assert len(keys) > 8 and {k: a[0][k] for k in keys} == {k: b[0][k] for k in keys}
+    assert b[0]['run_isolated'] and not a[0]['run_isolated']

@@ -26,6 +26,7 @@ class Generator:
     "Base of the synthetic-data generators: `set_random_state(seed)`, `fit(split)`, `sample(n)` -> `SyntheticPool`"
     keys:tuple = ('image','label','text')
     version:int = 1   # bump when a generator's sampling code changes: it keys the generator's pools
+    fits:bool|None = False   # True: `fit` trains a model (its cost is in the pool's provenance); None: fitted elsewhere, cost unknown
     def config(self)->dict:
         "The constructor arguments of this generator (they name its pools and go into their provenance)"
         ps = inspect.signature(type(self).__init__).parameters

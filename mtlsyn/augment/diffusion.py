@@ -95,6 +95,7 @@ def _ema_update(ema, model, decay):
 class Diffusion(Generator):
     "Class-conditional DDPM (diffusers `UNet2DModel`) trained on the labeled split; DDIM sampling with classifier-free guidance"
     keys = ('image','label','text')
+    fits = True   # `fit` trains the DDPM: its seconds are in the pool's provenance
     def __init__(self, config:str='cpu',   # 'cpu', 'gpu' or 'tiny': the base configuration (see `diffusion_configs`)
                  device:str|None=None,      # where to train and sample (default: GPU if any)
                  progress:bool=True,        # show progress bars for fitting and sampling
@@ -243,6 +244,7 @@ def save_pipeline(self:Diffusion, path:str|Path)->Path:
 class DiffusionImg2Img(Generator):
     "DA-Fusion-style augmentation: real labeled images noised to `strength` and denoised by a diffusers pipeline loaded from `pipeline`"
     keys = ('image','label','text')
+    fits = None   # the pipeline was trained elsewhere: its fit cost is unknown here
     def __init__(self, pipeline:str,        # folder of a diffusers pipeline saved with `save_pretrained`
                  strength:float=0.5,         # fraction of the noise schedule to go back (0: copy, 1: new image)
                  ddim_steps:int=20,          # DDIM steps for the full schedule

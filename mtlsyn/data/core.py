@@ -6,7 +6,7 @@ Docs: https://mtlsyn.github.io/mtlsyn/data.core.html.md"""
 
 # %% ../../nbs/01_data.core.ipynb #1a6ff25b
 from __future__ import annotations
-import json
+import json, copy
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -160,7 +160,9 @@ def budget_val(split:LowResourceSplit,  # a split whose `val` is whole
     idx = budget_indices(val.labels, vb, [int(split.record['seed']), 1], info.classes, info.multi_label, part='val')
     val = val.take(idx)
     rec = {**split.record, 'val_budget': vb, 'n_val': len(val), 'val_sha256': indices_sha256(val.indices)}
-    return LowResourceSplit(info, split.labeled, split.unlabeled, val, split.test, rec)
+    out = copy.copy(split)   # keeps what a benchmark attached beyond the fields (the phantom's cross-site `xtest`)
+    out.val, out.record = val, rec
+    return out
 
 
 # %% ../../nbs/01_data.core.ipynb #9537c597

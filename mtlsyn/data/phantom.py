@@ -214,15 +214,15 @@ def _phantom_cache(size, difficulty, n_train, n_val, n_test, data_seed, site='A'
     if (s := phantom_site(site)) != SITES['A']: cfg['site'] = s   # site A keeps its old cache name and source hash
     return cache_dir('phantoms')/f"phantom_{size}_{content_hash(cfg, 16)}.npz", cfg
 
-def _read_phantoms(path, size:int, parts:dict)->dict[str, Subset]:
-    "The subsets cached at `path`, checked: shapes, dtypes, label range and one caption per image"
+def _read_phantoms(path, size:int, parts:dict, ndim:int=2)->dict[str, Subset]:
+    "The subsets cached at `path`, checked: shapes (`ndim` spatial axes of `size`), dtypes, label range and one caption per image"
     with np.load(path, allow_pickle=False) as z:
         subs = {s: Subset(z[f'{s}_images'], z[f'{s}_labels'], z[f'{s}_masks'], z[f'{s}_captions'].tolist(),
                           np.arange(m, dtype=np.int64)) for s, m in parts.items()}
     for s, m in parts.items():
         x = subs[s]
-        if (x.images.shape != (m, size, size, 1) or x.images.dtype != np.uint8 or x.labels.shape != (m,)
-            or x.masks.shape != (m, 2, size, size) or len(x.captions) != m
+        if (x.images.shape != (m,) + (size,)*ndim + (1,) or x.images.dtype != np.uint8 or x.labels.shape != (m,)
+            or x.masks.shape != (m, 2) + (size,)*ndim or len(x.captions) != m
             or (m and not 0 <= x.labels.min() <= x.labels.max() < len(PHANTOM_CLASSES))):
             raise ValueError(f"its {s} arrays have the wrong shapes, types or labels")
     return subs

@@ -11,6 +11,7 @@ from ..core import MtlsynError, cache_dir, content_hash
 from .core import Subset, BenchmarkInfo, LowResourceSplit, make_split, benchmarks
 from .medmnist import checked_load
 from .phantom import PHANTOM_CLASSES, PHANTOM_MASKS, DEFAULT_DIFFICULTY, difficulty_settings, phantom_params, phantom_report
+from .phantom import _read_phantoms, _save_phantoms
 from .text import CLASS_DESCRIPTIONS
 
 # %% auto #0
@@ -137,24 +138,6 @@ def _phantom3d_cache(size, difficulty, n_train, n_val, n_test, data_seed):
                n=[n_train, n_val, n_test], data_seed=data_seed)
     return cache_dir('phantoms')/f"phantom3d_{size}_{content_hash(cfg, 16)}.npz", cfg
 
-def _read3d(path, size:int, parts:dict)->dict[str, Subset]:
-    "The subsets cached at `path`, checked: shapes, dtypes, label range and one caption per volume"
-    with np.load(path, allow_pickle=False) as z:
-        subs = {s: Subset(z[f'{s}_images'], z[f'{s}_labels'], z[f'{s}_masks'], z[f'{s}_captions'].tolist(),
-                          np.arange(m, dtype=np.int64)) for s, m in parts.items()}
-    for s, m in parts.items():
-        x = subs[s]
-        if (x.images.shape != (m,) + (size,)*3 + (1,) or x.images.dtype != np.uint8 or x.labels.shape != (m,)
-            or x.masks.shape != (m, 2) + (size,)*3 or len(x.captions) != m
-            or (m and not 0 <= x.labels.min() <= x.labels.max() < len(PHANTOM_CLASSES))):
-            raise ValueError(f"its {s} arrays have the wrong shapes, types or labels")
-    return subs
-
-def _save3d(subs:dict, path):
-    arrs = {f'{s}_{k}': v for s, sub in subs.items()
-            for k, v in (('images', sub.images), ('labels', sub.labels), ('masks', sub.masks), ('captions', np.array(sub.captions)))}
-    with open(path, 'wb') as f: np.savez(f, **arrs)
-
 # %% ../../nbs/01f_data.phantom3d.ipynb #f3d00a20
 def load_phantom3d(size:int=28,            # 28 or 64 voxels a side
                    budget:str|float|int='all', # fraction of train, volumes per class, or 'all'
@@ -169,7 +152,7 @@ def load_phantom3d(size:int=28,            # 28 or 64 voxels a side
     path, cfg = _phantom3d_cache(size, difficulty, n_train, n_val, n_test, data_seed)
     parts = dict(train=n_train, val=n_val, test=n_test)
     draw = lambda: {s: make_phantoms3d(m, size, [data_seed, k], difficulty) for k, (s, m) in enumerate(parts.items())}
-    subs = checked_load(path, lambda q: _read3d(q, size, parts), draw, _save3d, 'phantom3d cache') if cache else draw()
+    subs = checked_load(path, lambda q: _read_phantoms(q, size, parts, ndim=3), draw, _save_phantoms, 'phantom3d cache') if cache else draw()
     return make_split(phantom3d_info(size), subs['train'], subs['val'], subs['test'], budget, seed,
                       source_md5='phantom3d-' + content_hash(cfg, 32), difficulty=float(difficulty), data_seed=int(data_seed))
 

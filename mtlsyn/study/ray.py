@@ -87,10 +87,7 @@ def ray_study(cfg:StudyConfig|str|Path|dict, # the study, or the path of its YAM
               max_retries:int=1,               # times Ray reruns a run whose worker died
               log=print)->list[dict]:
     "Run every run of `cfg` not yet recorded `ok` in `out` as a Ray task; the driver appends each record; return the latest record of each run"
-    if not isinstance(cfg, StudyConfig): cfg = load_study(cfg)
-    import_modules(cfg.imports); check_study(cfg)
-    runs = run_order(study_runs(cfg))
-    if shard: runs = shard_runs(runs, shard)
+    cfg, runs = prepare_runs(cfg, shard)
     out = Path(out).absolute(); out.mkdir(parents=True, exist_ok=True)
     ray = ray_connect(address)
     with study_lock(out, shard=shard):

@@ -21,7 +21,7 @@ from fastai.torch_core import set_seed
 import mtlsyn.data.all, mtlsyn.augment.all, mtlsyn.model.all  # noqa: F401  (every benchmark, generator and sharing registers itself)
 from ..data.core import load_benchmark, LowResourceSplit
 from ..data.loaders import dataloaders, unlabeled_dl, SyntheticPool
-from ..augment.core import make_pool
+from ..augment.core import make_pool, generators
 from ..model.vlm import build_vlm
 from ..learner import MTLLearner, mtl_learner, fit_pretrain_finetune
 from ..learner.semi import SemiSupervised
@@ -39,8 +39,8 @@ from .store import _json_default
 
 # %% auto #0
 __all__ = ['START_METHOD', 'BuiltRun', 'build_run', 'run_one', 'default_threads', 'run_threads', 'failure_reason', 'results_path',
-           'parse_shard', 'run_order', 'shard_runs', 'run_study', 'lead_task', 'table_cols', 'mean_ci', 'short_col',
-           'summarize', 'format_table']
+           'parse_shard', 'run_order', 'shard_runs', 'prepare_runs', 'run_study', 'lead_task', 'table_cols', 'mean_ci',
+           'short_col', 'summarize', 'format_table']
 
 # %% ../../nbs/07b_study.runner.ipynb #0dd4309b
 @dataclass
@@ -59,12 +59,13 @@ def _instruments(run:Run):
     return [conv, MemoryCallback(), ThroughputCallback(), DivergenceCallback()]
 
 def _pool(run:Run, split)->tuple:
-    "The synthetic pool of `run` (None without one) and its one-off `cost_*` fields, from the pool's provenance (None when unknown)"
+    "The synthetic pool of `run` (None without one) and its one-off `cost_*` fields: from the pool's provenance (None when unknown), fit 0 for a generator that fits nothing (`Generator.fits`)"
     if run.generator == 'none' or not run.ratio > 0:
         return None, {f'cost_{w}_{u}': 0 for w in ('generator_fit', 'pool_sampling') for u in ('seconds', 'flops')}
     n = max(1, round(run.ratio * len(split.labeled)))
     pool = make_pool(split, run.generator, n=n, seed=run.seed, **(run.generator_kwargs or {}))
     p = pool.provenance
+    if getattr(generators[run.generator], 'fits', None) is False: p = {'fit_seconds': 0.0, 'fit_flops': 0.0, **p}  # fits nothing: 0
     return pool, dict(cost_generator_fit_seconds=p.get('fit_seconds'), cost_generator_fit_flops=p.get('fit_flops'),
                       cost_pool_sampling_seconds=p.get('sample_seconds'), cost_pool_sampling_flops=p.get('sample_flops'))
 
@@ -304,6 +305,15 @@ def shard_runs(runs:list, shard:str)->list:
     mine = set(seeds[i::n])
     return [r for r in runs if r.seed in mine]
 
+def prepare_runs(cfg:StudyConfig|str|Path|dict, # the study, or the path of its YAML file
+                 shard:str|None=None            # 'i/n': only this share of the seeds
+                )->tuple[StudyConfig, list]:
+    "`cfg` loaded and checked (its `imports` imported first), and its runs in `run_order`, only `shard`'s if given"
+    if not isinstance(cfg, StudyConfig): cfg = load_study(cfg)
+    import_modules(cfg.imports); check_study(cfg)
+    runs = run_order(study_runs(cfg))
+    return cfg, (shard_runs(runs, shard) if shard else runs)
+
 # %% ../../nbs/07b_study.runner.ipynb #d783cc14
 def _all_records(out:Path)->list[dict]:
     "Every record of the study folder, from `results.jsonl` and every shard's file, in file order"
@@ -332,10 +342,7 @@ def run_study(cfg:StudyConfig|str|Path|dict, # the study, or the path of its YAM
               progress:bool=False,             # show a progress bar with an ETA over the runs (on a terminal)
               log=print)->list[dict]:
     "Run every run of `cfg` not yet recorded `ok` in `out`, seed-major, appending one record per run; return the latest record of each"
-    if not isinstance(cfg, StudyConfig): cfg = load_study(cfg)
-    import_modules(cfg.imports); check_study(cfg)
-    runs = run_order(study_runs(cfg))
-    if shard: runs = shard_runs(runs, shard)
+    cfg, runs = prepare_runs(cfg, shard)
     threads = threads or cfg.threads or default_threads()
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     with study_lock(out, shard=shard):
