@@ -233,7 +233,8 @@ def anova_grid(frame:pd.DataFrame, col:str, cfg:dict)->pd.DataFrame|None:
 
 # %% ../nbs/08_report.ipynb #618fc514
 def _task_metrics(frame:pd.DataFrame, task:str, split:str)->list[str]:
-    return [f'{task}_{m}' for m in task_registry[task].metric_names if f'{split}_{task}_{m}' in frame] if task in task_registry else []
+    "The metrics of `task` that `frame` records for `split` (not `majority_rate`: a property of the split, not of the model)"
+    return [f'{task}_{m}' for m in task_registry[task].metric_names if m != 'majority_rate' and f'{split}_{task}_{m}' in frame] if task in task_registry else []
 
 def delta_m(frame:pd.DataFrame, cfg:dict|None=None, split:str='test')->pd.DataFrame:
     "Δm% (LibMTL) of each multi-task setting of `frame` against the single-task settings matching it in the other grid fields"
