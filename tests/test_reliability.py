@@ -130,8 +130,8 @@ def test_new_fields_at_their_defaults_keep_published_run_ids():
 def test_execution_only_fields_never_enter_run_id_and_cannot_be_swept():
     d = yaml.safe_load(QUICK.read_text())
     ids = [r.run_id for r in study_runs(load_study(d))]
-    other = dict(d, threads=3, imports=['json'], resources={'num_cpus': 1}, tracking='mlflow', engine='ray')
-    assert set(EXEC_ONLY) == {'threads', 'imports', 'resources', 'tracking', 'engine'}
+    other = dict(d, threads=3, imports=['json'], resources={'num_cpus': 1}, tracking='mlflow', tracking_uri='sqlite:///x.db', engine='ray')
+    assert set(EXEC_ONLY) == {'threads', 'imports', 'resources', 'tracking', 'tracking_uri', 'engine'}
     assert [r.run_id for r in study_runs(load_study(other))] == ids
     assert study_runs(load_study(other))[0].threads == 3
     for k, vals in [('threads', [1, 2]), ('engine', ['local', 'ray'])]: _refused(dict(grid={k: vals}), 'execution-only')
