@@ -6,10 +6,10 @@ Docs: https://mtlsyn.github.io/mtlsyn/learner.semi.html.md"""
 
 # %% ../../nbs/05f_learner.semi.ipynb #f68a8c0a
 from __future__ import annotations
+from ..core import MtlsynError  # first: mtlsyn's package init quiets fastai's torch.jit warning before fastai loads
 import torch, torch.nn.functional as F
 from fastcore.basics import patch
 from fastai.callback.core import Callback
-from ..core import MtlsynError
 from ..model.tasks import Classify, Segment
 from .autocast import _unwrap
 
