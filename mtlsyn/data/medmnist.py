@@ -15,8 +15,8 @@ from .core import Subset, BenchmarkInfo, LowResourceSplit, parse_budget, make_sp
 
 # %% auto #0
 __all__ = ['FLAGS', 'SIZES', 'FLAGS_3D', 'SIZES_3D', 'MODALITIES', 'medmnist_info', 'medmnist_filename', 'medmnist_root',
-           'file_md5', 'check_md5', 'read_npz', 'medmnist_path', 'load_medmnist', 'file_sha256', 'write_checked',
-           'check_sidecar', 'cache_lock', 'checked_load']
+           'file_digest', 'file_md5', 'check_md5', 'read_npz', 'medmnist_path', 'load_medmnist', 'file_sha256',
+           'write_checked', 'check_sidecar', 'cache_lock', 'checked_load']
 
 # %% ../../nbs/01a_data.medmnist.ipynb #8cf189dc
 FLAGS = ['pathmnist', 'chestmnist', 'dermamnist', 'octmnist', 'pneumoniamnist', 'retinamnist',
@@ -58,12 +58,16 @@ def medmnist_root(root:str|Path|None=None)->Path:
     return Path(root).expanduser()
 
 # %% ../../nbs/01a_data.medmnist.ipynb #54d828aa
-def file_md5(path:str|Path, chunk:int=1<<20)->str:
-    "MD5 hex digest of the file at `path`"
-    h = hashlib.md5()
+def file_digest(path:str|Path, algo:str='md5', chunk:int=1<<20)->str:
+    "Hex digest of the file at `path` with the hashlib algorithm `algo`, read in chunks"
+    h = hashlib.new(algo)
     with open(path, 'rb') as f:
         for b in iter(lambda: f.read(chunk), b''): h.update(b)
     return h.hexdigest()
+
+def file_md5(path:str|Path)->str:
+    "MD5 hex digest of the file at `path`"
+    return file_digest(path, 'md5')
 
 _RACY_NS = 10**9   # a pass is remembered only for files last changed at least this long before hashing began
 
@@ -175,12 +179,9 @@ def _medmnist_loader(flag):
 for _f in FLAGS + FLAGS_3D: benchmarks.register(_medmnist_loader(_f), name=_f)
 
 # %% ../../nbs/01a_data.medmnist.ipynb #3f1a9c04
-def file_sha256(path:str|Path, chunk:int=1<<20)->str:
+def file_sha256(path:str|Path)->str:
     "SHA-256 hex digest of the file at `path`"
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for b in iter(lambda: f.read(chunk), b''): h.update(b)
-    return h.hexdigest()
+    return file_digest(path, 'sha256')
 
 def _sidecar(path)->Path: return Path(f"{path}.sha256")
 
