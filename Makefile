@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: venv test study docs readme sync-check lint nbtest pytest bench bench-medmnist bench-medmnist-summary gpu-check gpu-wheels clean
+.PHONY: venv test study docs readme sync-check lint nbtest pytest bench bench-medmnist bench-medmnist-summary bench-convergence gpu-check gpu-wheels clean
 
 venv: $(STAMP)
 
@@ -72,8 +72,14 @@ bench-medmnist: venv
 bench-medmnist-summary: venv
 	@$(BIN)/python benchmarks/medmnist_summary.py
 
+## make bench-convergence: the convergence headline (6 settings × 3 seeds on BreastMNIST, resumable) and its RESULTS.md section,
+## against the recipe records of bench-medmnist. Needs MEDMNIST_ROOT. Minutes on a GPU; about an hour at 2 CPU threads.
+bench-convergence: venv
+	@$(BIN)/mtlsyn-study studies/convergence.yaml --out studies/results/convergence && $(BIN)/python benchmarks/convergence_headline.py
+
 ## make gpu-check: mtlsyn's CUDA paths on a GPU machine's bare python3 (no venv): wheels from .whl/ (make gpu-wheels, here),
-## the repository on PYTHONPATH; prints a PASS/FAIL table; exits 2 at once without CUDA.
+## the repository on PYTHONPATH; prints a PASS/FAIL table (also runs/gpu-check.md); exits 2 at once without CUDA. Back here:
+## python benchmarks/gpu_check.py --write-results <table> [--overhead-log <benchmarks/gpu_overhead.py log>] writes RESULTS.md's gpu section.
 gpu-check:
 	@if ls .whl/*.whl >/dev/null 2>&1; then python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/mtlsyn-site .whl/*.whl || exit 1; fi; \
 	  PYTHONPATH=$(CURDIR):/tmp/mtlsyn-site PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py --out runs/gpu-check.md

@@ -16,7 +16,7 @@ Without CUDA it stops at once with exit status 2 and says so.
     PYTHONPATH=. python3 benchmarks/gpu_check.py [--quick]
 """
 from __future__ import annotations
-import argparse, json, os, subprocess, sys, tempfile, time, traceback, types, warnings
+import argparse, json, os, subprocess, sys, tempfile, time, traceback, warnings
 from pathlib import Path
 warnings.filterwarnings('ignore')
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,11 +24,13 @@ DEVICE = os.environ.get('GPU_CHECK_DEVICE', 'cuda')   # 'cpu' only to smoke-test
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 
 def _stub_fasthtml():
-    "fastprogress imports `fasthtml.common` at import time, for notebook bars only: stand in an empty module where it is missing"
+    """fastprogress imports `fasthtml.common` at import time, for notebook bars only: where it is missing, stand in an
+    empty package, in this process and (through `PYTHONPATH`) in the subprocesses the checks start"""
     try: import fasthtml.common  # noqa: F401
     except ImportError:
-        m, c = types.ModuleType('fasthtml'), types.ModuleType('fasthtml.common'); m.common = c
-        sys.modules.setdefault('fasthtml', m); sys.modules.setdefault('fasthtml.common', c)
+        d = Path(tempfile.mkdtemp(prefix='mtlsyn-stub-')); (d/'fasthtml').mkdir()
+        for f in ('__init__.py', 'common.py'): (d/'fasthtml'/f).write_text('"An empty stand-in: console bars need none of fasthtml"\n')
+        sys.path.insert(0, str(d)); os.environ['PYTHONPATH'] = os.pathsep.join([str(d)] + [p for p in [os.environ.get('PYTHONPATH')] if p])
 
 def _learner(precision:str, cbs=(), encoder:str='resnet18-28', n_train:int=256, bs:int=64):
     from fastai.torch_core import set_seed
@@ -43,9 +45,17 @@ def _learner(precision:str, cbs=(), encoder:str='resnet18-28', n_train:int=256, 
     return mtl_learner(dls, model, 'equal', precision=precision, cbs=list(cbs), select_best=False)
 
 def check_fp16():
-    learn = _learner('fp16')
+    from fastai.callback.core import Callback
+    class ScaleLog(Callback):
+        "The gradient scaler's scale after every step (fastai's MixedPrecision drops its scaler after fit)"
+        order = 100
+        def before_fit(self): self.scales = []
+        def after_step(self): self.scales.append(float(self.learn.scaler.get_scale()))
+    log = ScaleLog()
+    learn = _learner('fp16', [log])
     with learn.no_logging(), learn.no_bar(): learn.fit(2)
-    loss, scale = float(learn.recorder.values[-1][0]), float(learn.scaler.get_scale())
+    assert log.scales, 'no optimizer step ran under the gradient scaler'
+    loss, scale = float(learn.recorder.values[-1][0]), log.scales[-1]
     assert loss == loss and scale > 0, f'train loss {loss}, scale {scale}'
     return f'train loss {loss:.3f}, grad scale {scale:.0f}, val {learn.monitor} {float(learn.recorder.values[-1][2]):.3f}'
 
@@ -117,13 +127,59 @@ def check_overhead(rounds:int):
     rows = [l for l in p.stdout.splitlines() if l.startswith('| bf16') or l.startswith('| fp32')]
     return line[-1] + ' | ' + ' ; '.join(rows)
 
+def _overhead_rows(log:Path)->list[dict]:
+    "The final table of a `benchmarks/gpu_overhead.py` log, as dicts"
+    rows = [l.strip('|').split('|') for l in log.read_text().splitlines() if l.startswith('| ') and '×' in l]
+    seen, out = set(), []
+    for c in (list(map(str.strip, r)) for r in rows):
+        key = (c[0], c[2])
+        if key in seen: continue   # the log prints each row twice (as measured, then in the final table)
+        seen.add(key); out.append(dict(bs=int(c[0]), variant=c[2], ms=float(c[3]), over=float(c[4]), ratio=float(c[5].rstrip('×'))))
+    return out
+
+def write_results(table:Path, overhead_log:Path|None=None):
+    "Write the `gpu` section of benchmarks/RESULTS.md from a saved gpu-check table (and a gpu_overhead.py log): run here, after the GPU call"
+    sys.path.insert(0, str(ROOT/'benchmarks'))
+    from _common import write_section
+    body = ['## GPU path', '', table.read_text().strip(), '',
+            '`make gpu-check` ran on the lent machine\'s bare `python3` (its own torch, no pinned install), with the wheels of '
+            '`benchmarks/gpu_wheels.txt` carried from `.whl/` (`make gpu-wheels`) and the repository on `PYTHONPATH`; phantoms, '
+            'text-free tasks. Table saved as ' + f'`{table.relative_to(ROOT)}`.']
+    if overhead_log is not None:
+        rows = _overhead_rows(overhead_log)
+        g = {(r['bs'], r['variant']): r for r in rows}
+        body += ['', '### Why mtlsyn is slower than a plain loop on this GPU at batch 128', '',
+                 f'`benchmarks/gpu_overhead.py` (log: `{overhead_log.relative_to(ROOT)}`) times a steady-state epoch of each variant, '
+                 'alternating, on 4,096 phantom images, bf16:', '',
+                 '| bs | variant | ms/step | overhead ms/step vs plain | epoch time / plain |', '|---|---|---|---|---|',
+                 *[f"| {r['bs']} | {r['variant']} | {r['ms']:.2f} | {r['over']:+.2f} | {r['ratio']:.2f}× |" for r in rows], '']
+        b = min(r['bs'] for r in rows); B = max(r['bs'] for r in rows)
+        f = lambda bs, v: g.get((bs, v), {}).get
+        body += [f"At batch {b} a plain step takes {f(b,'plain')('ms'):.1f} ms, so host work per step is what the ratio measures: fastai's own "
+                 f"Learner adds {f(b,'fastai')('over'):+.1f} ms/step ({f(b,'fastai')('ratio'):.2f}×), mtlsyn without instruments "
+                 f"{f(b,'mtlsyn, no instruments')('over'):+.1f} ms ({f(b,'mtlsyn, no instruments')('ratio'):.2f}×), and with all three instruments "
+                 f"{f(b,'mtlsyn, all instruments')('over'):+.1f} ms ({f(b,'mtlsyn, all instruments')('ratio'):.2f}×). At batch {B} the plain loop's "
+                 f"per-item `DataLoader` collation becomes its bottleneck and mtlsyn, which gathers whole batches by index, is "
+                 f"{f(B,'mtlsyn, all instruments')('ratio'):.2f}× its time with all instruments on. So the GPU overhead is the training "
+                 "loop's fixed per-step host cost (callbacks, dict batches), not the instruments alone; it vanishes on a CPU, where a step "
+                 "takes ~0.5 s (overhead section: 1.00×), and shrinks with larger batches. The ≤ 1.03 goal is met on the CPU, not on this "
+                 "GPU at batch 128; what would close it there: larger batches, CUDA graphs / `torch.compile` of the step, and fewer Python "
+                 "callbacks per step (not attempted here).",
+                 '', 'Command (on the GPU machine): `PYTHONPATH=. python3 benchmarks/gpu_overhead.py --bs 128 512 --rounds 3 --n-per-class 1024`; '
+                 'then here `python benchmarks/gpu_check.py --write-results ' + f'{table.relative_to(ROOT)} --overhead-log {overhead_log.relative_to(ROOT)}`.']
+    write_section('gpu', '\n'.join(body))
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--quick', action='store_true', help='one overhead round instead of three')
     ap.add_argument('--only', nargs='*', default=None, help='run only these checks')
     ap.add_argument('--out', default=None, help='also write the table as markdown to this file')
     ap.add_argument(ACCEL_CHILD, action='store_true', help=argparse.SUPPRESS)
+    ap.add_argument('--write-results', default=None, metavar='TABLE', help='no check: write the gpu section of RESULTS.md from a saved table (run here)')
+    ap.add_argument('--overhead-log', default=None, help='with --write-results: a benchmarks/gpu_overhead.py log to explain the overhead row')
     a = ap.parse_args()
+    if a.write_results:
+        write_results(Path(a.write_results).resolve(), Path(a.overhead_log).resolve() if a.overhead_log else None); return
     import torch
     if DEVICE == 'cuda' and not torch.cuda.is_available():
         print('gpu-check: FAILED: no CUDA device is visible to this python (torch.cuda.is_available() is False); '

@@ -90,7 +90,7 @@ def measure(variants:dict, rounds:int, cpu:bool, log=print)->dict:
         order = names if r % 2 == 0 else names[::-1]
         for k in order:
             v = variants[k]
-            if isinstance(v, MtlsynRun): v.epoch(); t = v.tt.times[-1]
+            if hasattr(v, 'tt'): v.epoch(); t = v.tt.times[-1]   # a learner: its own timed training phase
             else:
                 with Clock(cpu) as c: v.epoch()
                 t = (c.s, c.wall)
