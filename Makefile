@@ -56,7 +56,7 @@ study: venv
 	  echo "study: finished in $$(( $$(date +%s) - start )) s"
 
 # make bench: every CPU benchmark, one thread each (the machine is shared), each rewriting only its own section of benchmarks/RESULTS.md
-BENCH := overhead throughput memory diffusion channels_last_auc
+BENCH := overhead throughput memory diffusion channels_last_auc study_throughput
 bench: venv
 	@start=$$(date +%s); export OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}; \
 	  for b in $(BENCH); do echo "== benchmarks/$$b.py"; $(BIN)/python benchmarks/$$b.py || exit 1; done; \

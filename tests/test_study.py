@@ -10,7 +10,8 @@ REQUIRED = ['run_id', 'status', 'seed', 'cfg_tasks', 'split_sha256', 'val_classi
             'thr_img_per_s', 'time_fit_s', 'env_torch', 'env_device', 'env_cpu', 'git_rev',
             'cfg_setting', 'mem_base_rss_mb', 'mem_fit_rss_delta_mb', 'mem_frozen_mb', 'time_fit_cpu_s', 'env_threads',
             'env_load_start', 'env_load_end', 'val_classify_bacc', 'val_classify_ece', 'test_classify_acc', 'text_captions',
-            'cost_prompt_encoding_seconds', 'cost_generator_fit_seconds', 'cost_pool_sampling_seconds', 'time_startup_s']
+            'cost_prompt_encoding_seconds', 'cost_generator_fit_seconds', 'cost_pool_sampling_seconds', 'time_startup_s',
+            'time_data_s', 'time_model_s', 'time_train_s', 'time_eval_s', 'time_write_s', 'time_other_s', 'time_run_s']
 
 TINY = dict(name='tiny', benchmark='phantom', size=28, budget=8,
             benchmark_kwargs=dict(n_train=120, n_val=60, n_test=60),
@@ -40,6 +41,8 @@ def test_cli_writes_one_flat_record_per_run_and_prints_the_table(tiny_study):
         assert all(not isinstance(v, (dict, list)) for v in rec.values()), 'records must be flat'
         assert 0 <= rec['val_classify_auc'] <= 1 and rec['mem_peak_rss_mb'] > 0 and rec['time_fit_s'] > 0
         assert rec['run_isolated'] is True, 'the CLI trains each run in its own process'
+        phases = [rec[f'time_{p}_s'] for p in ('data', 'model', 'train', 'eval', 'write', 'other')]
+        assert min(phases) >= 0 and abs(sum(phases) - rec['time_run_s']) < 1e-6, 'the phases split the run\'s wall time'
         assert (d/'out'/'runs'/rec['run_id']/'curves.json').exists()
         assert (d/'out'/'runs'/rec['run_id']/'split.json').exists()
     assert {x['cfg_tasks'] for x in recs} == {'classify', 'classify+contrastive'}

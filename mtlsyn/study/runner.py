@@ -17,6 +17,8 @@ import torch
 from fastcore.basics import patch
 from fastcore.xtras import modified_env
 from fastai.data.core import DataLoaders
+from fastai.callback.core import Callback
+from fastai.learner import Recorder
 from fastai.torch_core import set_seed
 import mtlsyn.data.all, mtlsyn.augment.all, mtlsyn.model.all  # noqa: F401  (every benchmark, generator and sharing registers itself)
 from ..data.core import load_benchmark, LowResourceSplit
@@ -30,7 +32,7 @@ from ..callback.memory import MemoryCallback
 from ..callback.throughput import ThroughputCallback
 from ..callback.core import DivergenceCallback
 from ..callback.tracking import TensorBoardScalars, track_run
-from ..model.tasks import fit_threshold
+from ..model.tasks import fit_threshold, tasks as task_registry
 from ..learner.pretrain import pretrain_for_run
 import fastai.callback.schedule  # noqa: F401  (Learner.fit_one_cycle)
 from .config import *
@@ -38,9 +40,9 @@ from .store import *
 from .store import _json_default
 
 # %% auto #0
-__all__ = ['START_METHOD', 'BuiltRun', 'build_run', 'run_one', 'default_threads', 'run_threads', 'failure_reason', 'results_path',
-           'parse_shard', 'run_order', 'shard_runs', 'prepare_runs', 'run_study', 'lead_task', 'table_cols', 'mean_ci',
-           'short_col', 'summarize', 'format_table']
+__all__ = ['PHASES', 'START_METHOD', 'BuiltRun', 'PhaseClock', 'build_run', 'run_one', 'default_threads', 'run_threads',
+           'failure_reason', 'results_path', 'parse_shard', 'run_order', 'shard_runs', 'prepare_runs', 'run_study',
+           'lead_task', 'table_cols', 'mean_ci', 'short_col', 'summarize', 'format_table']
 
 # %% ../../nbs/07b_study.runner.ipynb #0dd4309b
 @dataclass
@@ -53,6 +55,22 @@ class BuiltRun:
     pretrain_dls: DataLoaders|None    # synthetic-only loaders of schedule 'pretrain'
     learn: MTLLearner                 # the learner with the instruments
     costs: dict = field(default_factory=dict)  # one-off `cost_*` fields of the pool (generator fit, pool sampling)
+    phases: dict = field(default_factory=dict) # `time_data_s` and `time_model_s` of `build_run`
+    clock: Callback|None = None                # the `PhaseClock` of `learn`: seconds of its fits in training and in evaluation
+
+class PhaseClock(Callback):
+    "Seconds of every fit of a learner in training steps (`train_s`) and in evaluation (`eval_s`: validation and the convergence instrument's step evaluations)"
+    order = Recorder.order+1   # after the recorder's `after_validate`, which computes the metrics
+    def __init__(self): self.train_s = self.eval_s = 0.
+    def _steps_eval(self)->float: return getattr(getattr(self.learn, 'convergence', None), 'eval_s', 0.)
+    def _sync(self):
+        if torch.cuda.is_available() and next(self.learn.model.parameters()).is_cuda: torch.cuda.synchronize()
+    def before_train(self): self._t,self._e = time.perf_counter(),self._steps_eval()
+    def after_train(self):
+        self._sync(); e = self._steps_eval() - self._e
+        self.train_s += time.perf_counter() - self._t - e; self.eval_s += e
+    def before_validate(self): self._t = time.perf_counter()
+    def after_validate(self): self.eval_s += time.perf_counter() - self._t
 
 def _instruments(run:Run):
     conv = ConvergenceCallback(metric=main_metric(run.tasks), target_frac=run.target_frac, targets=run.targets or None, every=run.eval_every)
@@ -78,21 +96,26 @@ def _semi(run:Run, split, dls)->list:
 
 def build_run(run:Run, device=None)->BuiltRun:
     "The split, pool, DataLoaders and learner of `run` (from `study_runs`), ready to `fit`"
-    check_run(run); set_seed(run.seed)
+    check_run(run); set_seed(run.seed); t0 = time.perf_counter()
     split = load_benchmark(run.benchmark, size=run.size, budget=run.budget, seed=run.seed, root=run.root,
                            val_budget=run.val_budget, **(run.benchmark_kwargs or {}))
     pool, costs = _pool(run, split)
+    t1 = time.perf_counter()
     pre = pretrain_for_run(run, split.info.n_channels)   # the encoder pre-trained on `pretrain_on` (cached), if any
+    t2 = time.perf_counter()
     costs.update(pre['fields'])
     pretrain = run.schedule == 'pretrain'
     kw = dict(bs=run.bs, seed=run.seed, template=run.template, device=get_device(device), captions=run.captions, prompts=run.prompts)
     dls = dataloaders(split, pool=None if pretrain else pool, ratio=0. if pretrain else run.ratio, label_fraction=run.label_fraction, mask_fraction=run.mask_fraction, **kw)
     pdls = dataloaders(split, pool=pool, ratio=run.ratio, synthetic_only=True, **kw) if pretrain else None
+    t3 = time.perf_counter()
     model = build_vlm(image_encoder=run.image_encoder, text_encoder=run.text_encoder, text_mode=run.text_mode,
                       tasks=list(run.tasks), info=split.info, sharing=run.sharing, image_encoder_weights=pre['path'] or run.image_encoder_weights, finetune=run.finetune,
                       task_kwargs=run.task_kwargs or None, class_counts=split.record['labeled_per_class'])
-    learn = mtl_learner(dls, model, weighting=run.weighting, lr=run.lr, opt=run.opt, precision=run.precision, cbs=_instruments(run) + _semi(run, split, dls))
-    return BuiltRun(run, split, pool, dls, pdls, learn, costs)
+    clock = PhaseClock()
+    learn = mtl_learner(dls, model, weighting=run.weighting, lr=run.lr, opt=run.opt, precision=run.precision, cbs=_instruments(run) + _semi(run, split, dls) + [clock])
+    phases = dict(time_data_s=(t1-t0) + (t3-t2), time_model_s=(t2-t1) + (time.perf_counter()-t3))
+    return BuiltRun(run, split, pool, dls, pdls, learn, costs, phases, clock)
 
 # %% ../../nbs/07b_study.runner.ipynb #a62b8904
 @patch
@@ -115,18 +138,22 @@ def record(self:BuiltRun)->dict:
     rec = dict(run_id=run.run_id, status='ok', error=None, seed=run.seed, **_flat_cfg(run),
                split_sha256=split.record['split_sha256'], pool_sha256=pool.sha256 if pool is not None else None,
                n_labeled=len(split.labeled), n_synthetic=(round(run.ratio*len(split.labeled)) if pool is not None else 0))
+    t = time.perf_counter()
     with learn.no_logging(), learn.no_bar():
         rec.update({f'val_{k}': v for k,v in learn.evaluate(self.dls.valid).items()})
         rec.update(_threshold(self))
         rec.update({f'test_{k}': v for k,v in learn.evaluate(self.dls.test).items()})
         if getattr(self.dls, 'xtest', None) is not None:   # cross-domain test (e.g. phantom `xsite`): xtest_<task>_<metric>
             rec.update({f'xtest_{k}': v for k,v in learn.evaluate(self.dls.xtest).items()})
+    eval_s = time.perf_counter() - t
     rec.update(n_with_label=getattr(self.dls, 'n_with_label', None), n_with_mask=getattr(self.dls, 'n_with_mask', None))
     for cb in learn.cbs:
         if hasattr(cb, 'record') and callable(cb.record): rec.update(cb.record())
     rec.update(_one_off_costs(self)); rec.update(_encoder_source(self))
     rec['text_captions'] = getattr(self.dls, 'captions_kind', 'class')
     for k,v in getattr(self, 'timing', {}).items(): rec.setdefault(k, v)
+    c = self.clock
+    rec.update(self.phases, time_train_s=c.train_s if c else None, time_eval_s=(c.eval_s if c else 0.) + eval_s)
     return rec
 
 # %% ../../nbs/07b_study.runner.ipynb #61d9d325
@@ -146,6 +173,8 @@ def _one_off_costs(b:BuiltRun)->dict:
     return {**b.costs, **(getattr(m, 'one_off_costs', None) or dict(cost_prompt_encoding_seconds=None, cost_prompt_encoding_flops=None))}
 
 # %% ../../nbs/07b_study.runner.ipynb #15d92111
+PHASES = ('data', 'model', 'train', 'eval', 'write')   # `time_<phase>_s`: with `time_other_s` they sum to `time_run_s`
+
 def _flat_cfg(run:Run)->dict:
     "The `cfg_*` fields of `run`'s record: what it computes (its setting label included), not how it executes"
     def _v(v):
@@ -173,15 +202,20 @@ def run_one(run:Run,              # one run from `study_runs`
            )->dict:
     "Train and measure `run`; save its config, split record and curves under `out/runs/<run_id>/`; return its flat record"
     rdir = Path(out)/'runs'/run.run_id
-    t0 = time.time()
+    t0 = time.perf_counter()
     b = build_run(run, device=device)
     b.learn.add_cb(TensorBoardScalars(rdir/'tb'))   # runs/<run_id>/tb: `tensorboard --logdir <study folder>` compares the runs
+    t = time.perf_counter()
     atomic_write(rdir/'config.json', json.dumps(asdict(run), indent=1, sort_keys=True, default=_json_default))
     b.split.save_record(rdir/'split.json')
+    write_s = time.perf_counter() - t
     rec = b.fit(quiet).record()
-    rec['time_run_s'] = time.time() - t0
     rec.update(env_info(device))
+    t = time.perf_counter()
     atomic_write(rdir/'curves.json', json.dumps(_curves(b.learn), default=_json_default))
+    rec['time_write_s'] = write_s + time.perf_counter() - t
+    rec['time_run_s'] = time.perf_counter() - t0
+    rec['time_other_s'] = rec['time_run_s'] - sum(rec[f'time_{k}_s'] or 0 for k in PHASES)
     return rec
 
 # %% ../../nbs/07b_study.runner.ipynb #6adeea9a
@@ -222,20 +256,36 @@ def _failed_record(run:Run, e:BaseException|None=None, reason:str|None=None)->di
     tb = ''.join(traceback.format_exception(e))[-6000:] if e is not None else None
     return dict(run_id=run.run_id, status=status, error=msg, seed=run.seed, **_flat_cfg(run), traceback=tb)
 
-def _run_here(run:Run, out, device, quiet, threads)->dict:
-    "`run_one` in this process with `threads`; an exception becomes a failed (or diverged) record"
+def _run_here(run:Run, out, device, quiet, threads, t_submit:float|None=None)->dict:
+    "`run_one` in this process with `threads`; an exception becomes a failed (or diverged) record. `time_startup_s`: from `t_submit` (default: now) to the run's start"
+    t_submit = t_submit or time.time()
     try:
-        with run_threads(threads): return {**run_one(run, out, device=device, quiet=quiet), 'run_isolated': False}
+        with run_threads(threads):
+            t = time.time()
+            return {**run_one(run, out, device=device, quiet=quiet), 'run_isolated': False, 'time_startup_s': round(t - t_submit, 3)}
     except KeyboardInterrupt: raise
     except Exception as e: return _failed_record(run, e)
 
 # %% ../../nbs/07b_study.runner.ipynb #54962baa
 START_METHOD = 'forkserver' if 'forkserver' in mp.get_all_start_methods() else 'spawn'
-_PRELOAD = ['mtlsyn', 'mtlsyn.study.runner']  # mtlsyn first: its init quiets a torch warning before fastai loads
+_PRELOAD = ['mtlsyn', 'mtlsyn.study.runner', 'torch._dynamo']  # mtlsyn first: its init quiets a torch warning before fastai loads
+# What a run imports on first use, by encoder name: every run process would import it again (seconds each)
+_HF = ['transformers.models.auto.modeling_auto', 'transformers.models.auto.tokenization_auto', 'transformers.models.bert.modeling_bert', 'transformers.models.bert.tokenization_bert']
+_LAZY = {'minilm': _HF, 'hf': _HF, 'openclip': ['open_clip'], 'resnet18-28': ['torchvision'], 'resnet50-28': ['torchvision'],
+         'resnet18-3d': ['torchvision'], 'vit-tiny': ['timm'], 'efficientnet-lite0': ['timm']}
 
-def _mp_context():
+def _uses_text(run:Run)->bool:
+    "Whether a task of `run` embeds text (contrastive, a classify 'prompt' head), so its model builds the text encoder"
+    return any((t in task_registry and getattr(task_registry[t], 'uses_text', False)) or ((run.task_kwargs or {}).get(t) or {}).get('head') == 'prompt' for t in run.tasks)
+
+def _preload(runs:list)->list[str]:
+    "The modules the forkserver imports once for `runs`: mtlsyn, `torch._dynamo` (the FLOP probe's first operator imports it) and what their encoders import on first use"
+    names = {str(n).split(':')[0] for r in runs for n in (r.image_encoder, r.text_encoder if _uses_text(r) else None) if n}
+    return list(dict.fromkeys(_PRELOAD + [m for n in sorted(names) for m in _LAZY.get(n, [])]))
+
+def _mp_context(preload:list|None=None):
     ctx = mp.get_context(START_METHOD)
-    if START_METHOD == 'forkserver': ctx.set_forkserver_preload(_PRELOAD)  # takes effect when the server first starts
+    if START_METHOD == 'forkserver': ctx.set_forkserver_preload(preload or _PRELOAD)  # takes effect when the server first starts
     return ctx
 
 def _die_with_driver(driver:int):
@@ -257,13 +307,13 @@ def _child(conn, run, out, device, quiet, threads, imports, driver, t_submit):
     t_start = time.time(); _die_with_driver(driver)
     try: import_modules(imports)
     except MtlsynError as e: rec = _failed_record(run, e)
-    else: rec = _run_here(run, out, device, quiet, threads)
-    conn.send({**rec, 'run_isolated': True, 'time_startup_s': round(t_start - t_submit, 3)}); conn.close()
+    else: rec = _run_here(run, out, device, quiet, threads, t_submit=t_submit)   # its `time_startup_s`: submit → the run's start
+    conn.send({'time_startup_s': round(t_start - t_submit, 3), **rec, 'run_isolated': True}); conn.close()
 
 # %% ../../nbs/07b_study.runner.ipynb #0e2e776e
-def _run_isolated(run:Run, out, device, quiet, threads, imports)->dict:
-    "`run_one` in its own process, forked from a server with torch, fastai and mtlsyn loaded: its peak RSS is its own"
-    ctx = _mp_context(); recv, send = ctx.Pipe(duplex=False)
+def _run_isolated(run:Run, out, device, quiet, threads, imports, preload:list|None=None)->dict:
+    "`run_one` in its own process, forked from a server with torch, fastai, mtlsyn and `preload` loaded: its peak RSS is its own"
+    ctx = _mp_context(preload); recv, send = ctx.Pipe(duplex=False)
     p = ctx.Process(target=_child, args=(send, run, str(out), device, quiet, threads, list(imports or []), os.getpid(), time.time()))
     p.start(); send.close()
     try:
@@ -351,13 +401,14 @@ def run_study(cfg:StudyConfig|str|Path|dict, # the study, or the path of its YAM
         done = {r['run_id'] for r in _all_records(out) if r.get('status') == 'ok'}
         todo = [r for r in runs if r.run_id not in done]
         if len(runs) - len(todo): log(f"study {cfg.name}: {len(runs)-len(todo)} of {len(runs)} runs already recorded ok in {out}: skipped")
+        preload = _preload(todo) if isolate else None
         bar = progress and sys.stdout.isatty() and len(todo) > 0
         if bar: from fastprogress.fastprogress import progress_bar
         for k, run in enumerate(progress_bar(todo, leave=False) if bar else todo):
             if (claim := store.claim(run.run_id)) is None: continue  # recorded meanwhile, or another live process runs it
             with claim:
                 t0 = time.time()
-                rec = _run_isolated(run, out, device, quiet, threads, cfg.imports) if isolate else _run_here(run, out, device, quiet, threads)
+                rec = _run_isolated(run, out, device, quiet, threads, cfg.imports, preload) if isolate else _run_here(run, out, device, quiet, threads)
                 store.append(rec)
             if msg := track_run(rec, out, cfg.tracking, getattr(cfg, 'tracking_uri', None), cfg.name): log(msg)
             line = _finished_line(k+1, len(todo), run, rec, time.time()-t0)
