@@ -68,7 +68,7 @@ def test_root_from_environment(tmp_path, monkeypatch):
     assert load_benchmark('breastmnist', budget=3, verify=False).record['labeled_per_class'] == [3, 3]
 
 def test_registry_names_every_benchmark():
-    assert set(benchmarks.names()) == set(FLAGS) | set(FLAGS_3D) | {'phantom', 'phantom3d'}
+    assert set(benchmarks.names()) == set(FLAGS) | set(FLAGS_3D) | {'phantom', 'phantom3d', 'pneumonia+phantom'}
     with pytest.raises(MtlsynError, match='choose one of'): load_benchmark('nosuchmnist')
 
 # ---------------------------------------------------------------- budgets

@@ -148,6 +148,11 @@ def _kept_labels(self:_Source, ri):
     return lab, self._targets(lab)
 
 # %% ../../nbs/01d_data.loaders.ipynb #9b58c703
+def _has_mask(sub:Subset)->np.ndarray:
+    "(N,) bool: which images of `sub` have real masks (a multi-source subset says so per image in `has_mask`)"
+    h = getattr(sub, 'has_mask', None)
+    return np.full(len(sub), sub.masks is not None) if h is None else np.asarray(h, bool)
+
 @patch
 def batch(self:_Source, idxs)->dict:
     "The dict batch of items `idxs` (real first, then synthetic)"
@@ -160,7 +165,7 @@ def batch(self:_Source, idxs)->dict:
             lab = np.full((len(ri), info.n_classes), -1, np.float32) if info.multi_label else np.full(len(ri), -1, np.int64)
             tgt = torch.zeros(len(ri), info.n_classes)
         else: lab, tgt = self._kept_labels(ri)
-        hm = np.full(len(ri), s.masks is not None) & (True if self.mask_keep is None else self.mask_keep[ri])
+        hm = _has_mask(s)[ri] & (True if self.mask_keep is None else self.mask_keep[ri])
         parts.append(dict(image=s.images[ri], label=lab, target=tgt, text=self.texts(ri),
                           mask=None if s.masks is None else s.masks[ri]*hm.reshape(-1, *(1,)*(s.masks.ndim - 1)).astype(s.masks.dtype),
                           has_mask=hm, syn=False, index=ri))
@@ -254,7 +259,8 @@ def keep_fractions(split:LowResourceSplit, # the benchmark split
     else: out.append(None)
     if mask_fraction < 1:
         if split.labeled.masks is None: raise MtlsynError(f"mask_fraction {mask_fraction} needs masks, and {info.name!r} has none: leave it at 1")
-        keep = np.zeros(n, bool); keep[np.random.default_rng([seed, 4]).permutation(n)[:max(1, round(mask_fraction*n))]] = True
+        cand = np.flatnonzero(_has_mask(split.labeled))   # the images with masks (all of them, but in a multi-source split)
+        keep = np.zeros(n, bool); keep[np.random.default_rng([seed, 4]).permutation(cand)[:max(1, round(mask_fraction*len(cand)))]] = True
         out.append(keep)
     else: out.append(None)
     return tuple(out)
@@ -296,7 +302,9 @@ def dataloaders(split:LowResourceSplit,      # the benchmark split
     dls.captions, dls.prompts, dls.captions_kind = captions, prompts, kind
     xt = getattr(split, 'xtest', None)   # a cross-domain test set (e.g. the phantoms' `xsite`), scored as `xtest_*`
     dls.xtest = None if xt is None else _dl(_Source(xt, info, stats, template, seed=seed + 3, captions=captions), bs, False, device, num_workers, **kw)
-    n_real = 0 if synthetic_only else len(split.labeled)
-    dls.n_with_label = n_real if synthetic_only or lk is None else int(lk.sum())
-    dls.n_with_mask = (n_real if split.labeled.masks is not None else 0) if synthetic_only or mk is None else int(mk.sum())
+    if synthetic_only: dls.n_with_label = dls.n_with_mask = 0
+    else:   # real images with a label (≥ 0) and with real masks, after the fractions
+        lab = split.labeled.labels
+        dls.n_with_label = int(((lab.reshape(len(lab), -1) >= 0).all(1) & (True if lk is None else lk)).sum())
+        dls.n_with_mask = int((_has_mask(split.labeled) & (True if mk is None else mk)).sum())
     return dls

@@ -137,7 +137,9 @@ class Classify(Task):
 @patch
 def loss(self:Classify, out, batch):
     out = out.float()
-    if self.multilabel: return F.binary_cross_entropy_with_logits(out, batch['label'].float())
+    if self.multilabel:   # a row with a -1 has no label (an unlabeled or other-source image)
+        y = batch['label'].float(); ok = (y >= 0).all(1)
+        return F.binary_cross_entropy_with_logits(out[ok], y[ok]) if ok.any() else out.sum()*0.
     y = batch['label'].reshape(len(out)); ok = y >= 0
     if not ok.any(): return out.sum()*0.
     if 'target' in batch: return F.cross_entropy(out[ok], batch['target'][ok].float(), weight=self.class_weights)
@@ -150,7 +152,9 @@ def collect(self:Classify, out, batch):
 @patch
 def summarize(self:Classify, cs):
     y, p = _cat(cs,'y').numpy(), _cat(cs,'p').numpy()
-    if not self.multilabel: keep = y >= 0; y, p = y[keep].astype(np.int64), p[keep]
+    keep = (y >= 0).all(1) if self.multilabel else y >= 0   # images without a label have no say
+    y, p = y[keep] if self.multilabel else y[keep].astype(np.int64), p[keep]
+    if not len(y): return {m: float('nan') for m in self.metric_names}
     thr = 0.5 if self.threshold_ is None else self.threshold_
     return {**medmnist_metrics(y, p, self.task_type, thr), **balance_metrics(y, p, self.task_type, thr)}
 
@@ -293,8 +297,9 @@ class Segment(Task):
     def collect(self, out, batch):
         has = self._has(batch, len(out)).to(out.device)
         p, m = (out[has].float() > 0).float(), batch['mask'][has].float()
-        return dict(inter=_detach((p*m).sum((0,2,3))), den=_detach((p+m).sum((0,2,3))))
+        return dict(inter=_detach((p*m).sum((0,2,3))), den=_detach((p+m).sum((0,2,3))), n=int(has.sum()))
     def summarize(self, cs):
+        if not sum(c.get('n', 1) for c in cs): return dict(dice=float('nan'))   # no image with masks: no Dice
         inter, den = sum(c['inter'] for c in cs), sum(c['den'] for c in cs)
         return dict(dice=float(((2*inter+1e-6)/(den+1e-6)).mean()))
 
