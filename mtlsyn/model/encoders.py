@@ -15,10 +15,10 @@ from ..core import Registry, MtlsynError
 
 # %% auto #0
 __all__ = ['image_encoders', 'FINETUNES', 'text_encoders', 'ImageEncoder', 'SmallCNN', 'TorchvisionResNet28', 'resnet18_28',
-           'resnet50_28', 'efficientnet_lite0_state_dict', 'TimmEncoder', 'vit_tiny', 'build_image_encoder',
-           'parse_finetune', 'apply_finetune', 'save_encoder', 'encoder_file_metadata', 'read_encoder_provenance',
-           'load_encoder_weights', 'prepare_encoder', 'HFTextEncoder', 'minilm_path', 'minilm', 'build_text_encoder',
-           'LearnedClassText']
+           'resnet50_28', 'efficientnet_lite0_state_dict', 'TimmEncoder', 'vit_tiny', 'EfficientNetLite0',
+           'build_image_encoder', 'parse_finetune', 'apply_finetune', 'save_encoder', 'encoder_file_metadata',
+           'read_encoder_provenance', 'load_encoder_weights', 'prepare_encoder', 'HFTextEncoder', 'minilm_path',
+           'minilm', 'build_text_encoder', 'LearnedClassText']
 
 # %% ../../nbs/03_model.encoders.ipynb #a8970793
 image_encoders = Registry('image encoder')
@@ -148,6 +148,18 @@ def vit_tiny(in_chans:int=1, pretrained:bool=False, img_size:int=28, patch_size:
     if pretrained: raise MtlsynError("vit-tiny for 28-pixel images has no pretrained weights: pass pretrained=False")
     return TimmEncoder('vit_tiny_patch16_224', in_chans=in_chans, img_size=img_size, patch_size=patch_size,
                        depth=depth, global_pool='avg', class_token=False, **kw)
+
+# %% ../../nbs/03_model.encoders.ipynb #e1f2a3b4
+@image_encoders.register(name='efficientnet-lite0')
+class EfficientNetLite0(TimmEncoder):
+    "EfficientNet-Lite0 (timm `tf_efficientnet_lite0`) for small images: resized to `img_size` first; `pretrained`: ImageNet weights, a grey stem summed from the RGB one"
+    def __init__(self, in_chans:int=1, pretrained:bool=False, img_size:int=112, **kw):
+        super().__init__('tf_efficientnet_lite0', in_chans=in_chans, pretrained=pretrained, **kw)
+        self.img_size = img_size
+    def body(self, x):
+        if tuple(x.shape[-2:]) != (self.img_size,)*2:
+            x = nn.functional.interpolate(x, size=(self.img_size,)*2, mode='bilinear', align_corners=False)
+        return super().body(x)
 
 # %% ../../nbs/03_model.encoders.ipynb #4c8c0ae3
 def build_image_encoder(name:str='small-cnn', # a registered name (`image_encoders.names()`), `timm:<timm model name>` or `openclip:<checkpoint>`

