@@ -14,7 +14,7 @@ import torch
 
 # %% auto #0
 __all__ = ['MtlsynError', 'cli_errors', 'get_device', 'Registry', 'indices_sha256', 'canonical_json', 'content_hash', 'cache_dir',
-           'atomic_write', 'cpu_name', 'git_rev', 'env_info']
+           'atomic_write', 'grouped_conv_backward_flop', 'flop_counter', 'cpu_name', 'git_rev', 'env_info']
 
 # %% ../nbs/00_core.ipynb #fcb2211b
 class MtlsynError(ValueError):
@@ -136,6 +136,20 @@ def atomic_write(path:str|Path, data:str|bytes|Callable[[Path],Any]):
         os.replace(tmp, path)
     finally: tmp.unlink(missing_ok=True)
     return path
+
+# %% ../nbs/00_core.ipynb #0a4d4f43
+def grouped_conv_backward_flop(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed, output_padding,
+                               groups, output_mask, out_shape, **kw)->int:
+    "torch's `convolution_backward` FLOP formula with the weight gradient of a grouped convolution counted once, not `groups` times"
+    from torch.utils.flop_counter import conv_backward_flop
+    a = (grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed, output_padding, groups)
+    return (conv_backward_flop(*a, [output_mask[0], False, False], out_val=out_shape)
+            + conv_backward_flop(*a, [False, output_mask[1], False], out_val=out_shape)//groups)
+
+def flop_counter(**kwargs):
+    "`FlopCounterMode` (no display) that counts grouped convolutions' weight gradients once (`grouped_conv_backward_flop`)"
+    from torch.utils.flop_counter import FlopCounterMode
+    return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: grouped_conv_backward_flop}, **kwargs)
 
 # %% ../nbs/00_core.ipynb #33b34705
 def cpu_name()->str:

@@ -6,7 +6,7 @@ Docs: https://mtlsyn.github.io/mtlsyn/callback.convergence.html.md"""
 
 # %% ../../nbs/06a_callback.convergence.ipynb #6d9f4786
 from __future__ import annotations
-from ..core import MtlsynError
+from ..core import MtlsynError, flop_counter
 from ..model.tasks import metric_higher_is_better
 from .core import batch_size
 import time, math, re, warnings
@@ -21,13 +21,12 @@ __all__ = ['FlopProbe', 'first_reach', 'frac_target', 'ConvergenceCallback']
 
 # %% ../../nbs/06a_callback.convergence.ipynb #c4772c25
 class FlopProbe:
-    "Count the FLOPs dispatched between `start()` and `stop()` with `torch.utils.flop_counter.FlopCounterMode`"
+    "Count the FLOPs dispatched between `start()` and `stop()` with `flop_counter` (torch's `FlopCounterMode`, grouped convolutions counted once)"
     def __init__(self): self.mode,self.flops = None,None
     @property
     def active(self): return self.mode is not None
     def start(self):
-        from torch.utils.flop_counter import FlopCounterMode
-        self.mode = FlopCounterMode(display=False); self.mode.__enter__()
+        self.mode = flop_counter(); self.mode.__enter__()
     def stop(self)->int|None:
         if self.mode is None: return self.flops
         m,self.mode = self.mode,None

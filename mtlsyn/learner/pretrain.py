@@ -10,9 +10,8 @@ import os, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 from fastcore.basics import patch
-from ..core import MtlsynError, content_hash, cache_dir, set_seed, git_rev
+from ..core import MtlsynError, content_hash, cache_dir, set_seed, git_rev, flop_counter
 from ..data.multi import MultiDataset, load_pretrain_set, parse_source
 from ..model.encoders import ImageEncoder, build_image_encoder, save_encoder, read_encoder_provenance
 from ..model.tasks import tasks as task_registry
@@ -79,7 +78,7 @@ def flops_per_sample(model:MultiDatasetModel, md:MultiDataset, n:int=4)->dict:
     for name in md.sets:
         b = {name: md.probe_batches(name, n)[0]}
         for k in range(2):   # the second pass is the steady state
-            with FlopCounterMode(display=False) as fc:
+            with flop_counter() as fc:
                 mixed_loss(model.losses(model(b), b), b).backward()
             model.zero_grad(set_to_none=True)
         out[name] = fc.get_total_flops()/len(b[name]['image'])

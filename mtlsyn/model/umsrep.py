@@ -18,7 +18,7 @@ from .encoders import build_image_encoder, save_encoder
 from .tasks import Decoder
 
 # %% auto #0
-__all__ = ['pretrain_encoder', 'imagenet_encoder', 'mtl_vs_stl', 'grouped_conv_backward_flop', 'train_flops_per_sample']
+__all__ = ['pretrain_encoder', 'imagenet_encoder', 'mtl_vs_stl', 'train_flops_per_sample']
 
 # %% ../../nbs/03u_model.umsrep.ipynb #56e1a1dc
 def pretrain_encoder(path:str|Path,              # where to save the encoder: a `.safetensors` file
@@ -108,13 +108,7 @@ def mtl_vs_stl(records:list[dict],        # the study's records (`load_results`)
     return pd.DataFrame(out)
 
 # %% ../../nbs/03u_model.umsrep.ipynb #f1a2b3c5
-def grouped_conv_backward_flop(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed, output_padding,
-                               groups, output_mask, out_shape, **kw)->int:
-    "torch's `convolution_backward` FLOP formula with the weight gradient of a grouped convolution counted once, not `groups` times"
-    from torch.utils.flop_counter import conv_backward_flop
-    a = (grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed, output_padding, groups)
-    return (conv_backward_flop(*a, [output_mask[0], False, False], out_val=out_shape)
-            + conv_backward_flop(*a, [False, output_mask[1], False], out_val=out_shape)//groups)
+from ..core import grouped_conv_backward_flop  # noqa: F401  (torch's formula, grouped weight gradients once: mtlsyn.core)
 
 def train_flops_per_sample(run)->dict:
     "FLOPs per sample of one training step (forward and backward) of study `run` on its first batch: torch's count (`counted`) and `exact`"
