@@ -138,3 +138,12 @@ def test_a_study_run_on_pneumonia_phantom_records_both_tasks_in_and_cross_domain
     for k in ('test_classify_auc', 'xtest_classify_auc', 'test_saliency_dice', 'xtest_saliency_dice', 'semi_classify_confident'):
         assert isinstance(rec[k], float) and np.isfinite(rec[k]), k
     assert rec['n_with_label'] == 10 and rec['n_with_mask'] == 20
+
+def test_a_study_on_pneumonia_phantom_checks_sites_and_val_budget_before_any_run():
+    "A bad phantom site, or a val_budget that would drop val's phantoms, fails at load time (`--dry-run` too), not at run start"
+    from mtlsyn.core import MtlsynError
+    from mtlsyn.study import load_study
+    base = dict(benchmark='pneumonia+phantom', text_encoder=None, tasks=['classify', 'saliency'], seeds=[0])
+    load_study(dict(base, benchmark_kwargs=dict(site='A', xsite='B')))
+    with pytest.raises(MtlsynError, match='site'): load_study(dict(base, benchmark_kwargs=dict(xsite='Q')))
+    with pytest.raises(MtlsynError, match='val_budget: all'): load_study(dict(base, val_budget=20))

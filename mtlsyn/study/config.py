@@ -263,7 +263,7 @@ def _check_options(k:str, name:str, kw:dict, opts:set|None, where:str=''):
     if bad: raise MtlsynError(f"{where}{k}: {name} has no option {bad[0]!r}: choose from {', '.join(sorted(opts)) or '(none)'}")
 
 # %% ../../nbs/07_study.config.ipynb #fb7921b2
-_TOGETHER = ('schedule', 'generator', 'ratio', 'benchmark', 'size', 'benchmark_kwargs', 'generator_kwargs', 'task_kwargs', 'targets', 'budget', 'semi', 'semi_kwargs', 'pretrain_on', 'pretrain_tasks')
+_TOGETHER = ('schedule', 'generator', 'ratio', 'benchmark', 'size', 'benchmark_kwargs', 'generator_kwargs', 'task_kwargs', 'targets', 'budget', 'semi', 'semi_kwargs', 'pretrain_on', 'pretrain_tasks', 'val_budget')
 
 def _check_together(r:dict, where:str=''):
     "Checks across fields of one setting `r`: pretraining needs a pool, options exist, sizes and targets are valid"
@@ -298,9 +298,11 @@ def _check_multimix(r:dict, where:str=''):
     "The semi-supervised and phantom-site fields of setting `r`: an unlabeled pool to learn from, known options and sites"
     if r['semi'] != 'none' and parse_budget(r['budget']) == 'all': raise MtlsynError(f"{where}semi {r['semi']!r} learns from the unlabeled pool, and budget 'all' leaves none: use a smaller budget")
     _check_options('semi_kwargs', 'semi', r['semi_kwargs'], _options(SemiSupervised) - {'dl', 'seed'}, where)
-    if r['benchmark'] == 'phantom':
+    if r['benchmark'] in ('phantom', 'pneumonia+phantom'):
         for k in ('site', 'xsite'):
             if r['benchmark_kwargs'].get(k) is not None: phantom_site(r['benchmark_kwargs'][k])
+    if r['benchmark'] == 'pneumonia+phantom' and str(r.get('val_budget', 'all')) != 'all':
+        raise MtlsynError(f"{where}val_budget {r.get('val_budget')!r} with benchmark pneumonia+phantom would cut val by class label and drop its phantoms (they have none): use val_budget: all")
 
 def _combos(d:dict, keys=_TOGETHER):
     "Every distinct combination of the values of `keys` that config dict `d` and its grid make (each a dict)"
