@@ -14,7 +14,8 @@ import torch
 
 # %% auto #0
 __all__ = ['MtlsynError', 'cli_errors', 'get_device', 'Registry', 'indices_sha256', 'canonical_json', 'content_hash', 'cache_dir',
-           'atomic_write', 'grouped_conv_backward_flop', 'flop_counter', 'cpu_name', 'git_rev', 'env_info']
+           'atomic_write', 'grouped_conv_backward_flop', 'flop_counter', 'cpu_name', 'git_rev', 'loaded_rev',
+           'env_info']
 
 # %% ../nbs/00_core.ipynb #fcb2211b
 class MtlsynError(ValueError):
@@ -171,9 +172,15 @@ def git_rev(path:str|Path|None=None)->str|None:
         return rev.stdout.strip() + ('+dirty' if dirty.stdout.strip() else '')
     except (OSError, subprocess.SubprocessError): return None
 
+def loaded_rev()->str|None:
+    "`git_rev` of the code this process runs: read once, when `mtlsyn.core` was imported (a study's forkserver imports it at the study's start)"
+    return _LOADED_REV
+
+_LOADED_REV = git_rev()   # the checkout may move on while a long study runs; its records name the code they ran
+
 def env_info(device:str|torch.device|None=None)->dict:
-    "The `env_*` fields of a run record: torch version, device, CPU, threads, and the `git_rev`"
+    "The `env_*` fields of a run record: torch version, device, CPU, threads, and `git_rev`, the revision of the code that ran"
     device = get_device(device)
     dev = torch.cuda.get_device_name(device) if device.type=='cuda' else 'cpu'
     return dict(env_torch=torch.__version__, env_device=dev, env_cpu=cpu_name(),
-                env_threads=torch.get_num_threads(), env_python=platform.python_version(), git_rev=git_rev())
+                env_threads=torch.get_num_threads(), env_python=platform.python_version(), git_rev=loaded_rev())
